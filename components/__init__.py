@@ -1,0 +1,1 @@
+"""Pulumi ComponentResources, one module per layer (no config reads, no exports)."""

@@ -1,0 +1,218 @@
+"""What the apps do, as data: the heater's work per request and the siege-engine's schedule.
+
+These models are the one description of the workload that every part reads:
+
+- the real apps (``heater``, ``siege_engine``) take them as JSON in an environment
+  variable (:data:`HEATER_WORK_ENV`, :data:`SIEGE_SCHEDULE_ENV`) or on the command line;
+- the k8s layers put that JSON into the containers' environment;
+- the digital twin reads it back from the Deployment's inputs in the resource graph.
+
+So a schedule the twin simulates is byte for byte the schedule the real load generator
+runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+HEATER_WORK_ENV = "HEATER_WORK"
+"""Environment variable holding a :class:`CpuWork` as JSON."""
+
+SIEGE_SCHEDULE_ENV = "SIEGE_SCHEDULE"
+"""Environment variable holding a :class:`Schedule` as JSON."""
+
+SIEGE_TARGET_ENV = "SIEGE_TARGET"
+"""Environment variable holding the URL the siege-engine sends requests to."""
+
+HEATER_PORT = 8080
+SIEGE_METRICS_PORT = 8089
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CpuWork(_Model):
+    """CPU time the heater burns per request.
+
+    Attributes:
+        mean_ms: Mean CPU milliseconds per request.
+        distribution: ``constant``, ``exponential`` or ``lognormal``.
+        cv: Coefficient of variation for ``lognormal`` (``exponential`` has 1,
+            ``constant`` 0).
+        timeout_s: Requests waiting longer than this in the server are answered 503.
+        db_query: Optional SQL run per request when a database DSN is configured.
+    """
+
+    mean_ms: float = Field(20.0, gt=0, le=60_000)
+    distribution: Literal["constant", "exponential", "lognormal"] = "exponential"
+    cv: float = Field(1.0, ge=0, le=10)
+    timeout_s: float = Field(10.0, gt=0)
+    db_query: str | None = None
+
+    @property
+    def scv(self) -> float:
+        """Squared coefficient of variation of the service time (queueing models use it)."""
+        return {"constant": 0.0, "exponential": 1.0}.get(self.distribution, self.cv**2)
+
+    def sample_ms(self, rng) -> float:  # rng: numpy Generator or random.Random
+        """Draw one request's CPU milliseconds."""
+        if self.distribution == "constant":
+            return self.mean_ms
+        if self.distribution == "exponential":
+            return float(rng.exponential(self.mean_ms)) if hasattr(rng, "exponential") else (
+                rng.expovariate(1.0 / self.mean_ms)
+            )
+        sigma2 = math.log1p(self.cv**2)
+        mu = math.log(self.mean_ms) - sigma2 / 2
+        if hasattr(rng, "lognormal"):
+            return float(rng.lognormal(mu, math.sqrt(sigma2)))
+        return rng.lognormvariate(mu, math.sqrt(sigma2))
+
+
+class Constant(_Model):
+    """A constant rate."""
+
+    kind: Literal["constant"] = "constant"
+    rate: float = Field(ge=0)
+
+    def rate_at(self, t: float) -> float:
+        return self.rate
+
+
+class Ramp(_Model):
+    """A linear ramp from ``start`` to ``end`` requests/s over ``duration`` seconds, then held."""
+
+    kind: Literal["ramp"] = "ramp"
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+    duration: float = Field(gt=0)
+
+    def rate_at(self, t: float) -> float:
+        f = min(max(t / self.duration, 0.0), 1.0)
+        return self.start + (self.end - self.start) * f
+
+
+class Step(_Model):
+    """Rates held for ``step_seconds`` each, in turn; the last is held (or cycled)."""
+
+    kind: Literal["step"] = "step"
+    rates: list[Annotated[float, Field(ge=0)]] = Field(min_length=1)
+    step_seconds: float = Field(gt=0)
+    cycle: bool = False
+
+    def rate_at(self, t: float) -> float:
+        i = int(max(t, 0.0) // self.step_seconds)
+        i = i % len(self.rates) if self.cycle else min(i, len(self.rates) - 1)
+        return self.rates[i]
+
+
+class Diurnal(_Model):
+    """A daily sine: ``base + amplitude * sin(2π (t + phase) / period)``, floored at 0."""
+
+    kind: Literal["diurnal"] = "diurnal"
+    base: float = Field(ge=0)
+    amplitude: float = Field(ge=0)
+    period: float = Field(86_400.0, gt=0)
+    phase: float = 0.0
+
+    def rate_at(self, t: float) -> float:
+        return max(0.0, self.base + self.amplitude * math.sin(2 * math.pi * (t + self.phase) / self.period))
+
+
+class Spikes(_Model):
+    """A base rate with a spike of ``spike_rate`` for ``spike_seconds`` every ``every`` seconds."""
+
+    kind: Literal["spikes"] = "spikes"
+    base: float = Field(ge=0)
+    spike_rate: float = Field(ge=0)
+    every: float = Field(gt=0)
+    spike_seconds: float = Field(gt=0)
+    offset: float = Field(0.0, ge=0)
+
+    def rate_at(self, t: float) -> float:
+        if t < self.offset:
+            return self.base
+        return self.spike_rate if (t - self.offset) % self.every < self.spike_seconds else self.base
+
+
+class Trace(_Model):
+    """A recorded rate trace: ``(t, rate)`` points, held from each point to the next.
+
+    Build one from a CSV file with :meth:`from_csv`.
+    """
+
+    kind: Literal["trace"] = "trace"
+    points: list[tuple[float, float]] = Field(min_length=1)
+    loop: bool = False
+
+    @model_validator(mode="after")
+    def _sorted(self) -> Trace:
+        times = [p[0] for p in self.points]
+        if times != sorted(times) or any(r < 0 for _, r in self.points):
+            raise ValueError("trace points must be sorted by time and have rates >= 0")
+        return self
+
+    @classmethod
+    def from_csv(cls, path: str | Path, loop: bool = False) -> Trace:
+        """Read a trace from a CSV file with columns ``t`` (seconds) and ``rate`` (requests/s)."""
+        with open(path, newline="") as f:
+            rows = [(float(r["t"]), float(r["rate"])) for r in csv.DictReader(f)]
+        return cls(points=rows, loop=loop)
+
+    def rate_at(self, t: float) -> float:
+        if self.loop and len(self.points) > 1:
+            span = self.points[-1][0] - self.points[0][0]
+            if span > 0:
+                t = self.points[0][0] + (t - self.points[0][0]) % span
+        rate = self.points[0][1]
+        for when, r in self.points:
+            if when > t:
+                break
+            rate = r
+        return rate
+
+
+ScheduleShape = Annotated[
+    Constant | Ramp | Step | Diurnal | Spikes | Trace, Field(discriminator="kind")
+]
+
+
+class Schedule(_Model):
+    """An open-loop arrival schedule: a rate shape, a duration and the arrival process.
+
+    Attributes:
+        shape: The rate shape (constant, ramp, step, diurnal, spikes or trace).
+        duration: Seconds to run; ``None`` runs until stopped.
+        arrivals: ``poisson`` (exponential gaps) or ``uniform`` (even gaps).
+        timeout_s: Client timeout per request; a request taking longer counts as failed.
+    """
+
+    shape: ScheduleShape
+    duration: float | None = Field(None, gt=0)
+    arrivals: Literal["poisson", "uniform"] = "poisson"
+    timeout_s: float = Field(5.0, gt=0)
+
+    def rate_at(self, t: float) -> float:
+        """Requests per second scheduled at ``t`` seconds after the start."""
+        if self.duration is not None and t >= self.duration:
+            return 0.0
+        return self.shape.rate_at(t)
+
+    def mean_rate(self, t0: float, t1: float, samples: int = 16) -> float:
+        """Mean scheduled rate over ``[t0, t1)`` (midpoint rule; exact for piecewise-constant
+        shapes up to the sample spacing)."""
+        if t1 <= t0:
+            return self.rate_at(t0)
+        h = (t1 - t0) / samples
+        return sum(self.rate_at(t0 + (i + 0.5) * h) for i in range(samples)) / samples
+
+
+def constant(rate: float, **kw) -> Schedule:
+    """Shorthand for a constant-rate :class:`Schedule`."""
+    return Schedule(shape=Constant(rate=rate), **kw)

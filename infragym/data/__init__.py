@@ -1,0 +1,1 @@
+"""Data files shipped with infragym (the DigitalOcean size table)."""

@@ -1,0 +1,193 @@
+"""Knobs: action dimensions over resource properties.
+
+A :class:`Knob` names a layer, a resource in it (type token and logical name), a property
+path in the engine's camelCase form (``spec.replicas``,
+``spec.template.spec.containers[0].resources.limits.cpu``, ``nodeCount``) and a domain of
+values. An environment builds its Gymnasium action space from its knobs, so any property
+of any layer can become an action dimension without touching the component.
+
+The sim backend applies a knob value to the twin's copy of the resource; the pulumi
+backend applies it with a resource transformation when it reruns the layer program.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from infragym.errors import ActionError, ConfigError
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """Integers ``low, low+step, ..., high``."""
+
+    low: int
+    high: int
+    step: int = 1
+
+    @property
+    def values(self) -> tuple[int, ...]:
+        return tuple(range(self.low, self.high + 1, self.step))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An ordered list of values (ordered so that a ``+1`` delta means "more")."""
+
+    values: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        if not self.values:
+            raise ConfigError("a Choice domain needs at least one value")
+
+
+Domain = IntRange | Choice
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One action dimension: a property of one resource of one layer.
+
+    Attributes:
+        name: Short name used in ``info`` and by agents (``heater_replicas``).
+        layer: Layer name in the registry (``k8s-heater``).
+        type: Pulumi type token of the resource (``kubernetes:apps/v1:Deployment``).
+        resource: Logical (Pulumi) name of the resource.
+        path: Property path in camelCase, dots and ``[i]`` indexes.
+        domain: The values the knob may take.
+    """
+
+    name: str
+    layer: str
+    type: str
+    resource: str
+    path: str
+    domain: Domain = field(compare=False)
+
+    @property
+    def values(self) -> tuple[Any, ...]:
+        return self.domain.values
+
+    def index_of(self, value: Any) -> int:
+        """Index of ``value`` in the domain (the nearest one for numbers off the grid)."""
+        values = self.values
+        if value in values:
+            return values.index(value)
+        if isinstance(self.domain, IntRange) and isinstance(value, int | float):
+            return int(np.argmin([abs(v - value) for v in values]))
+        raise ConfigError(
+            f"knob {self.name!r}: current value {value!r} is not in its domain {list(values)}"
+        )
+
+
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def parse_path(path: str) -> list[str | int]:
+    """Split ``a.b[0].c`` into ``["a", "b", 0, "c"]``."""
+    parts: list[str | int] = []
+    for key, index in _PATH_TOKEN.findall(path):
+        parts.append(int(index) if index else key)
+    if not parts:
+        raise ConfigError(f"empty property path {path!r}")
+    return parts
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """Read a property path from nested dicts and lists (camelCase keys)."""
+    for part in parse_path(path):
+        try:
+            obj = obj[part]
+        except (KeyError, IndexError, TypeError):
+            raise ConfigError(f"property path {path!r} not found (at {part!r})") from None
+    return obj
+
+
+def set_path(obj: Any, path: str, value: Any) -> None:
+    """Write a property path into nested dicts and lists, in place."""
+    parts = parse_path(path)
+    target = obj
+    for part in parts[:-1]:
+        target = target[part]
+    target[parts[-1]] = value
+
+
+ActionMode = Literal["delta", "absolute"]
+
+
+class ActionCodec:
+    """Turns Gymnasium actions into knob values and back.
+
+    ``delta`` mode: one ``Discrete(3)`` per knob (0 = one step down, 1 = keep, 2 = one
+    step up), clipped at the ends of the domain. ``absolute`` mode: one ``Discrete(n)``
+    per knob, the index of the value.
+    """
+
+    def __init__(self, knobs: Sequence[Knob], mode: ActionMode = "delta") -> None:
+        if mode not in ("delta", "absolute"):
+            raise ConfigError(f"unknown action mode {mode!r}; valid: 'delta', 'absolute'")
+        names = [k.name for k in knobs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"duplicate knob names in {names}")
+        self.knobs = tuple(knobs)
+        self.mode = mode
+        self.nvec = np.array(
+            [3 if mode == "delta" else len(k.values) for k in knobs], dtype=np.int64
+        )
+
+    def space(self):
+        """The Gymnasium action space."""
+        from gymnasium import spaces
+
+        return spaces.MultiDiscrete(self.nvec)
+
+    def decode(self, action: Any, current: Mapping[str, Any]) -> dict[str, Any]:
+        """New knob values (by knob name) for ``action`` given the current values.
+
+        Raises:
+            ActionError: The action is not in the action space.
+        """
+        a = np.asarray(action)
+        if a.shape != self.nvec.shape or not np.issubdtype(a.dtype, np.integer):
+            if a.shape == self.nvec.shape and np.issubdtype(a.dtype, np.floating) and np.all(
+                a == np.round(a)
+            ):
+                a = a.astype(np.int64)
+            else:
+                raise ActionError(
+                    f"action {action!r} is not in the action space: expected "
+                    f"{len(self.nvec)} integers with bounds {self.nvec.tolist()} "
+                    f"(mode {self.mode!r}, knobs {[k.name for k in self.knobs]})"
+                )
+        if np.any(a < 0) or np.any(a >= self.nvec):
+            raise ActionError(
+                f"action {a.tolist()} is outside the action space: each entry i must be in "
+                f"[0, {self.nvec.tolist()}[i]) (mode {self.mode!r}, "
+                f"knobs {[k.name for k in self.knobs]})"
+            )
+        out: dict[str, Any] = {}
+        for knob, x in zip(self.knobs, a.tolist(), strict=True):
+            values = knob.values
+            if self.mode == "absolute":
+                out[knob.name] = values[x]
+            else:
+                i = knob.index_of(current[knob.name]) + (x - 1)
+                out[knob.name] = values[min(max(i, 0), len(values) - 1)]
+        return out
+
+    def encode(self, target: Mapping[str, Any], current: Mapping[str, Any]) -> np.ndarray:
+        """The action that moves from ``current`` towards ``target`` knob values."""
+        out = []
+        for knob in self.knobs:
+            t = knob.index_of(target.get(knob.name, current[knob.name]))
+            if self.mode == "absolute":
+                out.append(t)
+            else:
+                c = knob.index_of(current[knob.name])
+                out.append(1 + int(np.sign(t - c)))
+        return np.array(out, dtype=np.int64)
