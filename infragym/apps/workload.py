@@ -32,6 +32,18 @@ SIEGE_TARGET_ENV = "SIEGE_TARGET"
 HEATER_PORT = 8080
 SIEGE_METRICS_PORT = 8089
 
+_BUCKET_MANTISSAS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+LATENCY_BUCKETS: tuple[float, ...] = tuple(
+    round(m * 10.0**e, 6) for e in range(-3, 2) for m in _BUCKET_MANTISSAS if m * 10.0**e <= 30
+)
+"""Upper bounds (seconds) of the latency histograms both apps export, 1 ms to 30 s.
+
+Ten buckets per decade (at most a 4/3 step) keep ``histogram_quantile``'s in-bucket
+interpolation error small over the whole range an SLO can sit in. One tuple, so the
+heater's and the siege-engine's histograms (and any model of them) share their ``le``.
+"""
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,14 +57,19 @@ class CpuWork(_Model):
         distribution: ``constant``, ``exponential`` or ``lognormal``.
         cv: Coefficient of variation for ``lognormal`` (``exponential`` has 1,
             ``constant`` 0).
-        timeout_s: Requests waiting longer than this in the server are answered 503.
+        timeout_s: Requests waiting longer than this in the server are answered 503 (kept
+            below the siege-engine's client timeout, so an overloaded pod sheds load with
+            fast 503s instead of serving requests the client has given up on).
+        workers: Worker processes per pod sharing one listening socket, hence one queue:
+            a pod is an M/G/c queue with ``c = workers``.
         db_query: Optional SQL run per request when a database DSN is configured.
     """
 
     mean_ms: float = Field(20.0, gt=0, le=60_000)
     distribution: Literal["constant", "exponential", "lognormal"] = "exponential"
     cv: float = Field(1.0, ge=0, le=10)
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(2.0, gt=0)
+    workers: int = Field(1, ge=1, le=64)
     db_query: str | None = None
 
     @property
@@ -84,6 +101,10 @@ class Constant(_Model):
     def rate_at(self, t: float) -> float:
         return self.rate
 
+    def integral(self, t0: float, t1: float) -> float:
+        """Requests scheduled in ``[t0, t1)``."""
+        return self.rate * (t1 - t0)
+
 
 class Ramp(_Model):
     """A linear ramp from ``start`` to ``end`` requests/s over ``duration`` seconds, then held."""
@@ -96,6 +117,12 @@ class Ramp(_Model):
     def rate_at(self, t: float) -> float:
         f = min(max(t / self.duration, 0.0), 1.0)
         return self.start + (self.end - self.start) * f
+
+    def integral(self, t0: float, t1: float) -> float:
+        """Requests scheduled in ``[t0, t1)`` (the ramp is piecewise linear: exact)."""
+        cut = min(max(self.duration, t0), t1)
+        ramp = (self.rate_at(t0) + self.rate_at(cut)) / 2 * (cut - t0)
+        return ramp + self.end * (t1 - cut)
 
 
 class Step(_Model):
@@ -111,6 +138,16 @@ class Step(_Model):
         i = i % len(self.rates) if self.cycle else min(i, len(self.rates) - 1)
         return self.rates[i]
 
+    def integral(self, t0: float, t1: float) -> float:
+        """Requests scheduled in ``[t0, t1)`` (exact: piecewise constant)."""
+        edges = [t0]
+        k = math.floor(max(t0, 0.0) / self.step_seconds) + 1
+        while k * self.step_seconds < t1:
+            edges.append(k * self.step_seconds)
+            k += 1
+        edges.append(t1)
+        return sum(self.rate_at(a) * (b - a) for a, b in zip(edges, edges[1:], strict=False))
+
 
 class Diurnal(_Model):
     """A daily sine: ``base + amplitude * sin(2π (t + phase) / period)``, floored at 0."""
@@ -123,6 +160,15 @@ class Diurnal(_Model):
 
     def rate_at(self, t: float) -> float:
         return max(0.0, self.base + self.amplitude * math.sin(2 * math.pi * (t + self.phase) / self.period))
+
+    def integral(self, t0: float, t1: float) -> float:
+        """Requests scheduled in ``[t0, t1)`` (exact while the sine stays above 0)."""
+        if self.amplitude > self.base:
+            return _midpoint(self.rate_at, t0, t1)
+        w = 2 * math.pi / self.period
+        return self.base * (t1 - t0) + self.amplitude / w * (
+            math.cos(w * (t0 + self.phase)) - math.cos(w * (t1 + self.phase))
+        )
 
 
 class Spikes(_Model):
@@ -139,6 +185,21 @@ class Spikes(_Model):
         if t < self.offset:
             return self.base
         return self.spike_rate if (t - self.offset) % self.every < self.spike_seconds else self.base
+
+    def integral(self, t0: float, t1: float) -> float:
+        """Requests scheduled in ``[t0, t1)`` (exact: sums the spike overlaps)."""
+        total = self.base * (t1 - t0)
+        extra = self.spike_rate - self.base
+        k = max(0, math.floor((max(t0, self.offset) - self.offset) / self.every))
+        while True:
+            start = self.offset + k * self.every
+            if start >= t1:
+                break
+            overlap = min(t1, start + self.spike_seconds) - max(t0, start)
+            if overlap > 0:
+                total += extra * overlap
+            k += 1
+        return total
 
 
 class Trace(_Model):
@@ -177,6 +238,13 @@ class Trace(_Model):
             rate = r
         return rate
 
+    def integral(self, t0: float, t1: float) -> float:
+        """Requests scheduled in ``[t0, t1)`` (exact unless looped)."""
+        if self.loop:
+            return _midpoint(self.rate_at, t0, t1)
+        edges = [t0, *(p[0] for p in self.points if t0 < p[0] < t1), t1]
+        return sum(self.rate_at(a) * (b - a) for a, b in zip(edges, edges[1:], strict=False))
+
 
 ScheduleShape = Annotated[
     Constant | Ramp | Step | Diurnal | Spikes | Trace, Field(discriminator="kind")
@@ -204,13 +272,26 @@ class Schedule(_Model):
             return 0.0
         return self.shape.rate_at(t)
 
-    def mean_rate(self, t0: float, t1: float, samples: int = 16) -> float:
-        """Mean scheduled rate over ``[t0, t1)`` (midpoint rule; exact for piecewise-constant
-        shapes up to the sample spacing)."""
+    def mean_rate(self, t0: float, t1: float) -> float:
+        """Mean scheduled rate over ``[t0, t1)``: exact for every shape but traces and
+        diurnal curves clipped at zero (midpoint rule there)."""
         if t1 <= t0:
             return self.rate_at(t0)
-        h = (t1 - t0) / samples
-        return sum(self.rate_at(t0 + (i + 0.5) * h) for i in range(samples)) / samples
+        if self.duration is not None:
+            if t0 >= self.duration:
+                return 0.0
+            end = min(t1, self.duration)
+        else:
+            end = t1
+        integral = getattr(self.shape, "integral", None)
+        total = integral(t0, end) if integral else _midpoint(self.shape.rate_at, t0, end)
+        return total / (t1 - t0)
+
+
+def _midpoint(rate_at, t0: float, t1: float, samples: int = 32) -> float:
+    """Integral of ``rate_at`` over ``[t0, t1)`` by the midpoint rule."""
+    h = (t1 - t0) / samples
+    return sum(rate_at(t0 + (i + 0.5) * h) for i in range(samples)) * h
 
 
 def constant(rate: float, **kw) -> Schedule:

@@ -1,0 +1,91 @@
+"""The sim backend: the env's layer programs under Pulumi's mock runtime, then the twin.
+
+``reset`` runs the layer programs once under mocks to get the resource graph (cached by
+the layer settings, since programs are pure functions of them) and builds a
+:class:`~infragym.twin.twin.Twin` from it. Steps never rerun Pulumi: a knob change
+writes the twin's copy of the resource.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from infragym.backends.base import ApplyResult, Backend, Change, LayerSpec, ResourceRecord
+from infragym.errors import ConfigError
+from infragym.twin.model import TwinParams
+from infragym.twin.twin import Twin
+
+_GRAPH_CACHE: OrderedDict[str, list[ResourceRecord]] = OrderedDict()
+_GRAPH_CACHE_SIZE = 64
+
+
+def resource_graph(layers: Sequence[LayerSpec], deployment: str) -> list[ResourceRecord]:
+    """The resource graph of ``layers`` from a mock run, memoised by their settings."""
+    from infragym.backends import mockrun
+
+    key = mockrun.graph_key(layers, deployment)
+    records = _GRAPH_CACHE.get(key)
+    if records is None:
+        records, _ = mockrun.run_layers(layers, deployment)
+        _GRAPH_CACHE[key] = records
+        if len(_GRAPH_CACHE) > _GRAPH_CACHE_SIZE:
+            _GRAPH_CACHE.popitem(last=False)
+    else:
+        _GRAPH_CACHE.move_to_end(key)
+    return records
+
+
+class SimBackend(Backend):
+    """Runs an environment on the digital twin, in-process.
+
+    Args:
+        deployment: Deployment name passed to the layer programs.
+        twin_params: Timing and behaviour assumptions of the twin.
+    """
+
+    def __init__(self, deployment: str = "sim", twin_params: TwinParams | None = None) -> None:
+        self.deployment = deployment
+        self.twin_params = twin_params or TwinParams()
+        self.twin: Twin | None = None
+
+    def _twin(self) -> Twin:
+        if self.twin is None:
+            raise ConfigError("the sim backend has no deployment yet: call reset() first")
+        return self.twin
+
+    def reset(self, layers: Sequence[LayerSpec], seed: int | None = None) -> None:
+        self.twin = Twin(resource_graph(layers, self.deployment), seed, self.twin_params)
+
+    def apply(self, changes: Sequence[Change]) -> ApplyResult:
+        twin = self._twin()
+        layers: list[str] = []
+        for change in changes:
+            k = change.knob
+            twin.set_property(k.type, k.resource, k.path, change.value)
+            if k.layer not in layers:
+                layers.append(k.layer)
+        return ApplyResult(layers_updated=tuple(layers))
+
+    def advance(self, seconds: float) -> None:
+        self._twin().advance(seconds)
+
+    def observe(self, metric_names: Sequence[str]) -> dict[str, float]:
+        values = self._twin().metrics()
+        try:
+            return {name: values[name] for name in metric_names}
+        except KeyError as exc:
+            raise ConfigError(
+                f"the twin does not compute metric {exc.args[0]!r}; it has {sorted(values)}"
+            ) from None
+
+    def resources(self) -> list[ResourceRecord]:
+        return list(self._twin().records.values())
+
+    def info(self) -> dict[str, Any]:
+        twin = self._twin()
+        return {"unmodelled": twin.unmodelled, "cost_usd": twin.cost_usd, "time_s": twin.t}
+
+    def close(self) -> None:
+        self.twin = None

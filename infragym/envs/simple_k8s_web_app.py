@@ -1,0 +1,277 @@
+"""SimpleK8sWebApp-v0: autoscale a web app on a DigitalOcean Kubernetes cluster."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from infragym import catalog, metrics
+from infragym.backends import Change, LayerSpec, make_backend
+from infragym.envs import scenarios as scenario_lib
+from infragym.envs.rewards import default_reward
+from infragym.errors import ConfigError
+from infragym.knobs import ActionCodec, ActionMode, Choice, IntRange, Knob, get_path
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+NODE_POOL = "digitalocean:index/kubernetesNodePool:KubernetesNodePool"
+
+LAYERS = ("do-core", "do-managed-k8s", "k8s-core", "k8s-prometheus", "k8s-heater", "k8s-siege-engine")
+OBSERVED_METRICS = (
+    "request_rate", "offered_rate", "latency_p50", "latency_p95", "latency_p99",
+    "error_ratio", "cpu_utilisation_requests", "cpu_utilisation_limits",
+    "replicas_desired", "replicas_ready", "nodes_ready", "pods_pending", "cost_hourly",
+)  # fmt: skip
+DEFAULT_NODE_SIZES = ("s-1vcpu-2gb", "s-2vcpu-4gb", "s-4vcpu-8gb", "s-8vcpu-16gb")
+OBS_CLIP = 10.0
+
+
+def default_knobs(
+    node_sizes: Sequence[str] = DEFAULT_NODE_SIZES,
+    max_replicas: int = 30,
+    max_nodes: int = 10,
+    cpu_limits: Sequence[str] = ("250m", "500m", "750m", "1000m"),
+) -> tuple[Knob, ...]:
+    """The four knobs of SimpleK8sWebApp-v0.
+
+    Raises:
+        ConfigError: A node size is not a DOKS node size slug.
+    """
+    for slug in node_sizes:
+        if slug not in catalog.doks_node_sizes():
+            raise ConfigError(
+                "node_size knob: " + catalog.unknown_choice("DOKS node size", slug, catalog.doks_node_sizes())
+            )
+    limits = "spec.template.spec.containers[0].resources.limits.cpu"
+    return (
+        Knob("heater_replicas", "k8s-heater", DEPLOYMENT, "heater", "spec.replicas", IntRange(1, max_replicas)),
+        Knob("heater_cpu_limit", "k8s-heater", DEPLOYMENT, "heater", limits, Choice(tuple(cpu_limits))),
+        Knob("node_count", "do-managed-k8s", NODE_POOL, "workers", "nodeCount", IntRange(1, max_nodes)),
+        Knob("node_size", "do-managed-k8s", NODE_POOL, "workers", "size", Choice(tuple(node_sizes))),
+    )
+
+
+class SimpleK8sWebAppEnv(gym.Env):
+    """Autoscale the heater web app on a DigitalOcean Kubernetes cluster under changing load.
+
+    ## Description
+
+    Six Pulumi layers make the deployment: ``do-core`` (VPC, firewall, project),
+    ``do-managed-k8s`` (a DOKS cluster with a system pool and a ``workers`` node pool),
+    ``k8s-core`` (namespace, metrics-server), ``k8s-prometheus``, ``k8s-heater`` (a web
+    service burning CPU per request) and ``k8s-siege-engine`` (open-loop load following a
+    schedule). Every ``step_seconds`` the agent may change four resource properties; the
+    backend applies them (the twin in-process, or ``pulumi up`` on the changed layers),
+    time passes, and the agent observes what Prometheus would measure. The goal is to
+    meet a p95 latency SLO at the lowest cost.
+
+    ## Action Space
+
+    ``MultiDiscrete`` over four knobs. In ``delta`` mode (default) each entry is
+    0 (one step down), 1 (keep) or 2 (one step up); in ``absolute`` mode it is the index of
+    the value.
+
+    | Num | Knob             | Resource property                                        | Domain                     |
+    |-----|------------------|----------------------------------------------------------|----------------------------|
+    | 0   | heater_replicas  | Deployment ``heater`` ``spec.replicas``                  | 1 … 30                     |
+    | 1   | heater_cpu_limit | ``heater`` container ``resources.limits.cpu``            | 250m, 500m, 750m, 1000m    |
+    | 2   | node_count       | KubernetesNodePool ``workers`` ``nodeCount``             | 1 … 10                     |
+    | 3   | node_size        | KubernetesNodePool ``workers`` ``size``                  | s-1vcpu-2gb … s-8vcpu-16gb |
+
+    ## Observation Space
+
+    ``Box(0, 10, (17,), float32)``: each metric divided by its typical scale, clipped to
+    [0, 10]; NaN (for example latency when no request completed) becomes 0 and is listed
+    in ``info["missing"]``. The raw values are in ``info["metrics"]``.
+
+    | Num | Observation                  | Unit  | Scale |
+    |-----|------------------------------|-------|-------|
+    | 0   | request_rate                 | req/s | 1000  |
+    | 1   | offered_rate                 | req/s | 1000  |
+    | 2-4 | latency_p50 / p95 / p99      | s     | 1     |
+    | 5   | error_ratio                  | ratio | 1     |
+    | 6   | cpu_utilisation_requests     | ratio | 1.5   |
+    | 7   | cpu_utilisation_limits       | ratio | 1     |
+    | 8   | replicas_desired             | count | 20    |
+    | 9   | replicas_ready               | count | 20    |
+    | 10  | nodes_ready                  | count | 10    |
+    | 11  | pods_pending                 | count | 20    |
+    | 12  | cost_hourly                  | USD/h | 1     |
+    | 13-16 | knob positions (index / (n-1)) | –   | 1     |
+
+    ## Rewards
+
+    By default ``+1`` for a step whose p95 latency is at most 250 ms with at most 1 %
+    errors, minus ``2 × error_ratio``, minus the hourly cost in USD
+    (:func:`infragym.envs.rewards.default_reward`). Pass ``reward=`` any callable of the
+    metrics dict.
+
+    ## Starting State
+
+    The layers as their settings deploy them (2 heater replicas at 250m/500m CPU, 2
+    ``s-2vcpu-4gb`` workers), Ready. The load scenario (constant, diurnal, spikes or ramp)
+    is drawn from ``np_random``, or chosen with ``reset(options={"scenario": name})``.
+
+    ## Episode End
+
+    No termination; truncation after ``max_episode_steps`` (120 steps = 1 hour at the
+    default ``step_seconds``).
+
+    ## Arguments
+
+    ``gym.make("SimpleK8sWebApp-v0", backend="sim", step_seconds=30, action_mode="delta",
+    reward=None, scenarios=None, settings=None, node_sizes=None, render_mode=None,
+    backend_options=None)``. ``backend="pulumi"`` deploys to DigitalOcean (needs
+    ``DIGITALOCEAN_TOKEN``); ``settings`` overrides layer settings by layer name;
+    ``backend_options`` go to the backend (``twin_params`` for the sim, ``deployment``,
+    ``state_url``, ``keep`` for pulumi).
+
+    ## Version History
+
+    * v0: Initial version.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        backend: str = "sim",
+        step_seconds: float = 30.0,
+        action_mode: ActionMode = "delta",
+        reward: Callable[[Mapping[str, float]], float] | None = None,
+        scenarios: Sequence[str] | None = None,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+        node_sizes: Sequence[str] | None = None,
+        backend_options: Mapping[str, Any] | None = None,
+        max_episode_steps: int = 120,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(
+                f"unknown render_mode {render_mode!r}; valid: {self.metadata['render_modes']}"
+            )
+        if not step_seconds > 0:
+            raise ConfigError(f"step_seconds must be positive, got {step_seconds}")
+        self.render_mode = render_mode
+        self.step_seconds = float(step_seconds)
+        self.episode_seconds = self.step_seconds * max_episode_steps
+        self.knobs = default_knobs(node_sizes or DEFAULT_NODE_SIZES)
+        self.codec = ActionCodec(self.knobs, action_mode)
+        self.reward_fn = reward or default_reward()
+        self.scenario_names = tuple(scenarios or scenario_lib.SCENARIOS)
+        for name in self.scenario_names:
+            scenario_lib.get(name)
+        self.settings = self._layer_settings(settings or {})
+        self.backend_name = backend
+        self.backend = make_backend(backend, **dict(backend_options or {}))
+        self.metric_names = OBSERVED_METRICS
+        self._scales = np.array([metrics.get(n).scale for n in OBSERVED_METRICS], dtype=np.float64)
+        self._knob_sizes = np.array([max(len(k.values) - 1, 1) for k in self.knobs], dtype=np.float64)
+        self.action_space = self.codec.space()
+        n_obs = len(OBSERVED_METRICS) + len(self.knobs)
+        self.observation_space = spaces.Box(0.0, OBS_CLIP, shape=(n_obs,), dtype=np.float32)
+        self.knob_values: dict[str, Any] = {}
+        self.scenario: str | None = None
+        self.history: list[dict[str, float]] = []
+
+    @staticmethod
+    def _layer_settings(overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = set(overrides) - set(LAYERS)
+        if unknown:
+            raise ConfigError(f"settings for unknown layers {sorted(unknown)}; layers: {list(LAYERS)}")
+        return {name: dict(overrides.get(name, {})) for name in LAYERS}
+
+    def _layers(self, schedule) -> list[LayerSpec]:
+        out = []
+        for name in LAYERS:
+            s = dict(self.settings[name])
+            if name == "k8s-siege-engine":
+                s["schedule"] = schedule.model_dump(mode="json")
+            out.append(LayerSpec(name, s))
+        return out
+
+    # ------------------------------------------------------------------ gym API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        name = options.pop("scenario", None)
+        if options:
+            raise ConfigError(f"unknown reset options {sorted(options)}; valid: ['scenario']")
+        if name is None:
+            name = self.scenario_names[int(self.np_random.integers(len(self.scenario_names)))]
+        schedule = scenario_lib.get(name)(self.np_random, self.episode_seconds)
+        self.scenario = name
+        backend_seed = int(self.np_random.integers(2**31))
+        self.backend.reset(self._layers(schedule), seed=backend_seed)
+        self.knob_values = self._read_knobs()
+        self.backend.advance(self.step_seconds)
+        observed = self.backend.observe(self.metric_names)
+        self.history = [observed]
+        info = self._info(observed, ())
+        info.update(scenario=name, schedule=schedule.model_dump(mode="json"))
+        return self._observation(observed), info
+
+    def step(self, action):
+        target = self.codec.decode(action, self.knob_values)
+        changes = [Change(k, target[k.name]) for k in self.knobs if target[k.name] != self.knob_values[k.name]]
+        layers: tuple[str, ...] = ()
+        if changes:
+            layers = self.backend.apply(changes).layers_updated
+            self.knob_values = target
+        self.backend.advance(self.step_seconds)
+        observed = self.backend.observe(self.metric_names)
+        self.history.append(observed)
+        reward = float(self.reward_fn(observed))
+        return self._observation(observed), reward, False, False, self._info(observed, layers)
+
+    def render(self):
+        if self.render_mode == "ansi":
+            from infragym.envs.render import render_ansi
+
+            return render_ansi(self)
+        if self.render_mode == "rgb_array":
+            from infragym.envs.render import render_rgb
+
+            return render_rgb(self)
+        return None
+
+    def close(self) -> None:
+        self.backend.close()
+        super().close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _read_knobs(self) -> dict[str, Any]:
+        """Current knob values, read from the deployed resource graph."""
+        by_key = {(r.layer, r.type, r.name): r for r in self.backend.resources()}
+        values: dict[str, Any] = {}
+        for k in self.knobs:
+            record = by_key.get((k.layer, k.type, k.resource))
+            if record is None:
+                raise ConfigError(f"knob {k.name!r}: layer {k.layer!r} has no {k.type} {k.resource!r}")
+            value = get_path(record.inputs, k.path)
+            if isinstance(k.domain, IntRange):
+                value = int(value)
+            values[k.name] = k.values[k.index_of(value)]
+        return values
+
+    def _observation(self, observed: Mapping[str, float]) -> np.ndarray:
+        raw = np.fromiter((observed[n] for n in self.metric_names), dtype=np.float64, count=len(self.metric_names))
+        raw = np.nan_to_num(raw / self._scales, nan=0.0)
+        knobs = np.array([k.index_of(self.knob_values[k.name]) for k in self.knobs], dtype=np.float64)
+        obs = np.concatenate((raw, knobs / self._knob_sizes))
+        return np.clip(obs, 0.0, OBS_CLIP).astype(np.float32)
+
+    def _info(self, observed: Mapping[str, float], layers: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            "metrics": observed,
+            "missing": [n for n, v in observed.items() if math.isnan(v)],
+            "knobs": dict(self.knob_values),
+            "layers_updated": layers,
+            **self.backend.info(),
+        }

@@ -1,0 +1,136 @@
+"""Handlers that turn resources of the graph (type token + camelCase inputs) into twin objects.
+
+One handler per modelled type token. A handler reads the whole input dict each time, so
+a knob change is applied by writing the twin's copy of the inputs and running the
+handler again: there is one reading of every property, not two.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from infragym import catalog
+from infragym.apps.workload import HEATER_WORK_ENV, SIEGE_SCHEDULE_ENV, CpuWork, Schedule
+from infragym.errors import ConfigError
+from infragym.twin.cost import CLUSTER, NODE_POOL
+from infragym.twin.model import Autoscaler, NodePool, Workload
+from infragym.twin.units import cpu_cores, memory_gib
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+
+MODELLED_TYPES = frozenset({CLUSTER, NODE_POOL, DEPLOYMENT, HPA})
+"""Type tokens the twin turns into behaviour; others are kept, priced, and listed."""
+
+# Requests Kubernetes assumes for containers that declare none are zero; the twin uses a
+# small floor so that such pods still take a scheduling slot.
+_MIN_CPU_REQUEST = 0.01
+_MIN_MEMORY_REQUEST = 0.01
+
+
+def _size(slug: str) -> catalog.Size:
+    try:
+        return catalog.size(slug)
+    except ConfigError as exc:
+        raise ConfigError(f"the twin cannot model node size: {exc}") from None
+
+
+def pool_from_cluster(key: tuple[str, str], inputs: Mapping[str, Any]) -> NodePool | None:
+    """The default node pool declared inside a KubernetesCluster."""
+    pool = inputs.get("nodePool") or {}
+    if not pool.get("size"):
+        return None
+    return _pool(key, pool)
+
+
+def pool_from_node_pool(key: tuple[str, str], inputs: Mapping[str, Any]) -> NodePool:
+    """A separate KubernetesNodePool."""
+    return _pool(key, inputs)
+
+
+def _pool(key: tuple[str, str], spec: Mapping[str, Any]) -> NodePool:
+    count = int(spec.get("nodeCount") or spec.get("minNodes") or 1)
+    auto = bool(spec.get("autoScale"))
+    return NodePool(
+        key=key,
+        name=str(spec.get("name") or key[1]),
+        size=_size(str(spec["size"])),
+        count=count,
+        auto_scale=auto,
+        min_nodes=int(spec.get("minNodes") or count) if auto else count,
+        max_nodes=int(spec.get("maxNodes") or count) if auto else count,
+    )
+
+
+def _env(container: Mapping[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env") or [] if "name" in e}
+
+
+def workload_from_deployment(key: tuple[str, str], inputs: Mapping[str, Any]) -> Workload:
+    """A Deployment: replicas, the first container's requests/limits, and its role."""
+    spec = inputs.get("spec") or {}
+    pod_spec = (spec.get("template") or {}).get("spec") or {}
+    containers = pod_spec.get("containers") or [{}]
+    requests_cpu = requests_mem = 0.0
+    limit_cpu: float | None = 0.0
+    for c in containers:
+        res = c.get("resources") or {}
+        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        requests_cpu += cpu_cores(req.get("cpu")) or 0.0
+        requests_mem += memory_gib(req.get("memory")) or 0.0
+        c_lim = cpu_cores(lim.get("cpu"))
+        limit_cpu = None if limit_cpu is None or c_lim is None else limit_cpu + c_lim
+    env = _env(containers[0])
+    role, work, schedule, workers = "other", None, None, 1
+    if HEATER_WORK_ENV in env:
+        role, work = "heater", CpuWork.model_validate_json(env[HEATER_WORK_ENV] or "{}")
+        workers = work.workers
+    elif SIEGE_SCHEDULE_ENV in env:
+        role, schedule = "siege", Schedule.model_validate_json(env[SIEGE_SCHEDULE_ENV])
+    metadata = inputs.get("metadata") or {}
+    return Workload(
+        key=key,
+        name=str(metadata.get("name") or key[1]),
+        replicas=int(spec.get("replicas", 1)),
+        cpu_request=max(requests_cpu, _MIN_CPU_REQUEST),
+        memory_request=max(requests_mem, _MIN_MEMORY_REQUEST),
+        cpu_limit=limit_cpu,
+        node_selector=dict(pod_spec.get("nodeSelector") or {}),
+        role=role,
+        work=work,
+        schedule=schedule,
+        workers=workers,
+        template=json.dumps(spec.get("template"), sort_keys=True, default=str),
+    )
+
+
+def autoscaler_from_hpa(
+    key: tuple[str, str],
+    inputs: Mapping[str, Any],
+    workloads: Mapping[str, Workload],
+    default_window_s: float,
+) -> Autoscaler | None:
+    """An HPA on CPU utilisation; ``None`` when its target is not a modelled Deployment."""
+    spec = inputs.get("spec") or {}
+    target = workloads.get(str((spec.get("scaleTargetRef") or {}).get("name")))
+    if target is None:
+        return None
+    utilisation = 0.8  # the Kubernetes default when no metric is given
+    for metric in spec.get("metrics") or []:
+        res = metric.get("resource") or {}
+        if res.get("name") == "cpu":
+            utilisation = float((res.get("target") or {}).get("averageUtilization", 80)) / 100
+    window = default_window_s
+    down = ((spec.get("behavior") or {}).get("scaleDown")) or {}
+    if down.get("stabilizationWindowSeconds") is not None:
+        window = float(down["stabilizationWindowSeconds"])
+    return Autoscaler(
+        key=key,
+        target=target,
+        min_replicas=int(spec.get("minReplicas") or 1),
+        max_replicas=int(spec.get("maxReplicas") or target.replicas),
+        target_utilisation=utilisation,
+        scale_down_window_s=window,
+    )

@@ -1,0 +1,74 @@
+"""What a resource graph costs per hour, at DigitalOcean's list prices.
+
+Both backends price the same way, from the resource graph (type tokens and inputs), with
+the figures in :mod:`infragym.catalog`. Kubernetes nodes are the exception in the twin,
+which prices each node over the time it is Ready (DOKS billing starts when a node is
+ready), so :func:`static_hourly_cost` can leave node pools out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from infragym import catalog
+from infragym.backends.base import ResourceRecord
+
+CLUSTER = "digitalocean:index/kubernetesCluster:KubernetesCluster"
+NODE_POOL = "digitalocean:index/kubernetesNodePool:KubernetesNodePool"
+DROPLET = "digitalocean:index/droplet:Droplet"
+LOAD_BALANCER = "digitalocean:index/loadBalancer:LoadBalancer"
+VOLUME = "digitalocean:index/volume:Volume"
+DATABASE = "digitalocean:index/databaseCluster:DatabaseCluster"
+SPACES_BUCKET = "digitalocean:index/spacesBucket:SpacesBucket"
+K8S_SERVICE = "kubernetes:core/v1:Service"
+K8S_PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+
+PER_HOUR = 1.0 / catalog.HOURS_PER_MONTH
+
+
+def _n(value: Any, default: float = 0.0) -> float:
+    return float(value) if value is not None else default
+
+
+def _pool_nodes_cost(pool: Mapping[str, Any]) -> float:
+    return catalog.hourly_price(pool["size"]) * _n(pool.get("nodeCount"), 1.0)
+
+
+def resource_hourly_cost(record: ResourceRecord, *, include_nodes: bool = True) -> float | None:
+    """Hourly USD cost of one resource; ``None`` for resources DigitalOcean does not bill."""
+    inputs = record.inputs
+    t = record.type
+    if t == CLUSTER:
+        ha = catalog.DOKS_HA_CONTROL_PLANE_MONTHLY_USD * PER_HOUR if inputs.get("ha") else 0.0
+        pool = inputs.get("nodePool") or {}
+        return ha + (_pool_nodes_cost(pool) if include_nodes and pool.get("size") else 0.0)
+    if t == NODE_POOL:
+        return _pool_nodes_cost(inputs) if include_nodes else 0.0
+    if t == DROPLET:
+        return catalog.hourly_price(inputs["size"])
+    if t == LOAD_BALANCER:
+        return catalog.LOAD_BALANCER_MONTHLY_USD * PER_HOUR * _n(inputs.get("sizeUnit"), 1.0)
+    if t == K8S_SERVICE and (inputs.get("spec") or {}).get("type") == "LoadBalancer":
+        # The DigitalOcean cloud controller creates a one-node load balancer for it.
+        return catalog.LOAD_BALANCER_MONTHLY_USD * PER_HOUR
+    if t == VOLUME:
+        return catalog.VOLUME_GIB_MONTHLY_USD * PER_HOUR * _n(inputs.get("size"))
+    if t == DATABASE:
+        monthly = catalog.DATABASE_MONTHLY_USD.get(inputs.get("size", ""), 0.0)
+        return monthly * PER_HOUR * _n(inputs.get("nodeCount"), 1.0)
+    if t == SPACES_BUCKET:
+        return catalog.SPACES_MONTHLY_USD * PER_HOUR
+    return None
+
+
+def hourly_cost(records: Iterable[ResourceRecord], *, include_nodes: bool = True) -> float:
+    """Hourly USD cost of a resource graph."""
+    return sum(resource_hourly_cost(r, include_nodes=include_nodes) or 0.0 for r in records)
+
+
+def priced_types() -> frozenset[str]:
+    """Type tokens this module knows how to price."""
+    return frozenset(
+        {CLUSTER, NODE_POOL, DROPLET, LOAD_BALANCER, VOLUME, DATABASE, SPACES_BUCKET, K8S_SERVICE}
+    )

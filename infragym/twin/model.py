@@ -1,0 +1,159 @@
+"""The twin's objects: node pools and nodes, workloads and pods, and the timing assumptions.
+
+Every number that is not computed comes from :class:`TwinParams`, with its source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from infragym.apps.workload import CpuWork, Schedule
+from infragym.catalog import Size
+
+POOL_LABEL = "doks.digitalocean.com/node-pool"
+"""The node label DOKS puts on every node with its pool's name."""
+
+
+@dataclass(frozen=True)
+class TwinParams:
+    """Timing and behaviour assumptions of the twin.
+
+    Attributes:
+        node_boot_s: Seconds from asking for a node to it being Ready. DigitalOcean
+            publishes no figure; an API trace shows a pool node running about 4 minutes
+            after creation (do-facts §5, ansible community.digitalocean PR #158).
+        pod_startup_s: Seconds from a pod being scheduled to Ready (image pull, the
+            apps' init container installing their packages, the readiness probe). An
+            assumption for a warm node; tune it for your cluster.
+        hpa_tolerance: The HPA's default tolerance (Kubernetes docs: 0.1).
+        hpa_scale_down_window_s: The HPA's default scale-down stabilisation (300 s).
+        ca_scale_down_unneeded_s: The cluster autoscaler's default
+            ``scale-down-unneeded-time`` (10 minutes).
+        ca_scale_down_utilisation: The cluster autoscaler's default
+            ``scale-down-utilization-threshold`` (0.5).
+        noise: Draw each step's request count from a Poisson distribution around the
+            schedule (what a real step of finite length measures); the queueing itself
+            runs at the scheduled rate. Off for checks against queueing theory.
+    """
+
+    node_boot_s: float = 240.0
+    pod_startup_s: float = 20.0
+    hpa_tolerance: float = 0.1
+    hpa_scale_down_window_s: float = 300.0
+    ca_scale_down_unneeded_s: float = 600.0
+    ca_scale_down_utilisation: float = 0.5
+    noise: bool = True
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    """One worker node (a DOKS droplet)."""
+
+    name: str
+    pool: NodePool
+    size: Size
+    created_at: float
+    ready_at: float
+    cpu: float
+    memory: float
+    cpu_requested: float = 0.0
+    memory_requested: float = 0.0
+    removed_at: float | None = None
+    unneeded_since: float | None = None
+
+    def ready(self, t: float) -> bool:
+        return self.ready_at <= t and (self.removed_at is None or self.removed_at > t)
+
+    def fits(self, pod: Pod) -> bool:
+        w = pod.workload
+        return (
+            self.cpu_requested + w.cpu_request <= self.cpu + 1e-9
+            and self.memory_requested + w.memory_request <= self.memory + 1e-9
+        )
+
+
+@dataclass(eq=False, slots=True)
+class NodePool:
+    """A DOKS node pool (the cluster's default pool or a separate KubernetesNodePool)."""
+
+    key: tuple[str, str]
+    name: str
+    size: Size
+    count: int
+    auto_scale: bool = False
+    min_nodes: int = 1
+    max_nodes: int = 1
+    nodes: list[Node] = field(default_factory=list)
+    serial: int = 0
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {POOL_LABEL: self.name}
+
+    def live(self) -> list[Node]:
+        """Nodes not removed (booting or ready)."""
+        return [n for n in self.nodes if n.removed_at is None]
+
+
+@dataclass(eq=False, slots=True)
+class Pod:
+    """One pod of a workload; ``node`` is ``None`` while Pending."""
+
+    workload: Workload
+    created_at: float
+    node: Node | None = None
+    ready_at: float = float("inf")
+
+    def ready(self, t: float) -> bool:
+        return self.node is not None and self.ready_at <= t
+
+
+@dataclass(eq=False, slots=True)
+class Workload:
+    """A Deployment: replicas of one pod template.
+
+    ``role`` is ``heater`` when the container carries a heater work spec, ``siege`` when
+    it carries a siege-engine schedule, else ``other`` (scheduled and priced, not served).
+    """
+
+    key: tuple[str, str]
+    name: str
+    replicas: int
+    cpu_request: float
+    memory_request: float
+    cpu_limit: float | None
+    node_selector: dict[str, str]
+    role: str = "other"
+    work: CpuWork | None = None
+    schedule: Schedule | None = None
+    workers: int = 1
+    pods: list[Pod] = field(default_factory=list)
+    template: Any = None
+    rollout_done_at: float = 0.0
+    prev_cores: float | None = None
+
+    def ready_pods(self, t: float) -> list[Pod]:
+        return [p for p in self.pods if p.ready(t)]
+
+    def pending(self) -> list[Pod]:
+        return [p for p in self.pods if p.node is None]
+
+    @property
+    def cores_per_pod(self) -> float:
+        """CPU a busy pod can use: its limit, and at most one core per worker process."""
+        cap = float(self.workers)
+        return cap if self.cpu_limit is None else min(cap, self.cpu_limit)
+
+
+@dataclass(eq=False, slots=True)
+class Autoscaler:
+    """A HorizontalPodAutoscaler (autoscaling/v2) on CPU utilisation of requests."""
+
+    key: tuple[str, str]
+    target: Workload
+    min_replicas: int
+    max_replicas: int
+    target_utilisation: float
+    scale_down_window_s: float
+    history: list[tuple[float, int]] = field(default_factory=list)

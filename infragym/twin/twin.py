@@ -1,0 +1,573 @@
+"""The digital twin: a DOKS cluster running the heater under siege, built from a resource graph.
+
+``Twin(records)`` builds node pools, nodes, workloads and autoscalers from the resource
+graph that the layer programs produce under Pulumi's mock runtime. The starting state is
+the deployed one: nodes Ready and pods running. Then:
+
+- :meth:`Twin.set_property` applies a knob: it writes the twin's copy of a resource's
+  inputs and re-reads the resource, so a changed node count boots or removes nodes, a
+  changed size replaces the pool's nodes (new ones first, as DOKS does), a changed
+  replica count adds or removes pods, and a changed pod template rolls the pods.
+- :meth:`Twin.advance` moves time on. Inside a step it cuts the time at every event
+  (a node Ready, a pod Ready, a node removed) and treats each piece analytically: every
+  Ready heater pod is an M/G/c queue (``c`` = its worker processes) fed an equal share of
+  the siege-engine's arrivals, as kube-proxy's iptables mode picks a backend at random.
+  Overloaded pods answer at capacity and shed the rest (503), requests queued beyond the
+  heater's timeout fail, and a CPU limit or a crowded node slows service.
+- :meth:`Twin.metrics` gives every named metric of :mod:`infragym.metrics` for the step.
+
+Deterministic for a given seed: the only randomness is the optional arrival noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from infragym.backends.base import ResourceRecord
+from infragym.errors import ConfigError
+from infragym.knobs import set_path
+from infragym.twin import builder
+from infragym.twin.cost import CLUSTER, NODE_POOL, hourly_cost, resource_hourly_cost
+from infragym.twin.model import Autoscaler, Node, NodePool, Pod, TwinParams, Workload
+from infragym.twin.queueing import Queue
+
+_NAN = float("nan")
+_INF = float("inf")
+
+
+class Twin:
+    """A simulated deployment built from a resource graph.
+
+    Args:
+        records: The resource graph (custom resources with camelCase inputs).
+        seed: Seed of the arrival noise.
+        params: Timing and behaviour assumptions.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ResourceRecord],
+        seed: int | None = None,
+        params: TwinParams | None = None,
+    ) -> None:
+        self.params = params or TwinParams()
+        self.rng = random.Random(seed)
+        self.t = 0.0
+        self.cost_usd = 0.0
+        self.records: dict[tuple[str, str], ResourceRecord] = {}
+        self.pools: dict[tuple[str, str], NodePool] = {}
+        self.workloads: dict[tuple[str, str], Workload] = {}
+        self.autoscalers: dict[tuple[str, str], Autoscaler] = {}
+        self._next_event = _INF
+        self._quantile_cache: dict[tuple, tuple[float, float, float, float]] = {}
+        for r in records:
+            key = (r.type, r.name)
+            self.records[key] = ResourceRecord(r.layer, r.type, r.name, copy.deepcopy(r.inputs))
+        for key, r in self.records.items():
+            if r.type == CLUSTER:
+                pool = builder.pool_from_cluster(key, r.inputs)
+            elif r.type == NODE_POOL:
+                pool = builder.pool_from_node_pool(key, r.inputs)
+            else:
+                continue
+            if pool is not None:
+                self.pools[key] = pool
+                self._add_nodes(pool, pool.count, ready_at=0.0)
+        for key, r in self.records.items():
+            if r.type == builder.DEPLOYMENT:
+                w = builder.workload_from_deployment(key, r.inputs)
+                self.workloads[key] = w
+                self._add_pods(w, w.replicas)
+        self._rebuild_autoscalers()
+        self._schedule(0.0, startup=0.0)
+        self._static_hourly = self._static_cost()
+        self._current = self._serving_plan(0.0)
+        self._last: dict[str, float] = {}
+        self._unmodelled = sorted(
+            f"{r.type} {r.name}"
+            for r in self.records.values()
+            if r.type not in builder.MODELLED_TYPES
+        )
+
+    # ----------------------------------------------------------------- inspection
+
+    @property
+    def unmodelled(self) -> list[str]:
+        """Resources kept (and priced, when priced) but not simulated."""
+        return list(self._unmodelled)
+
+    def inputs(self, type_token: str, name: str) -> dict[str, Any]:
+        """The twin's current copy of a resource's inputs."""
+        return self._record(type_token, name).inputs  # type: ignore[return-value]
+
+    def nodes(self) -> list[Node]:
+        """Live nodes (booting or Ready), all pools."""
+        return [n for p in self.pools.values() for n in p.live()]
+
+    def pods(self) -> list[Pod]:
+        """All pods, all workloads."""
+        return [p for w in self.workloads.values() for p in w.pods]
+
+    def hourly_cost(self) -> float:
+        """USD per hour now: Ready nodes plus everything else in the graph."""
+        return self._serving_plan(self.t).hourly
+
+    def _record(self, type_token: str, name: str) -> ResourceRecord:
+        try:
+            return self.records[(type_token, name)]
+        except KeyError:
+            have = sorted(f"{t} {n}" for t, n in self.records)
+            raise ConfigError(
+                f"no resource {type_token} named {name!r} in the graph; it has: {have}"
+            ) from None
+
+    def _static_cost(self) -> float:
+        return hourly_cost(self.records.values(), include_nodes=False)
+
+    # ----------------------------------------------------------------- knobs
+
+    def set_property(self, type_token: str, name: str, path: str, value: Any) -> None:
+        """Set a property of a resource and apply what that changes in the world."""
+        record = self._record(type_token, name)
+        set_path(record.inputs, path, value)
+        key = (type_token, name)
+        if type_token in (CLUSTER, NODE_POOL):
+            build = builder.pool_from_cluster if type_token == CLUSTER else builder.pool_from_node_pool
+            new = build(key, record.inputs)
+            if new is not None:
+                self._update_pool(self.pools[key], new)
+        elif type_token == builder.DEPLOYMENT:
+            self._update_workload(self.workloads[key], builder.workload_from_deployment(key, record.inputs))
+        elif type_token == builder.HPA:
+            self._rebuild_autoscalers()
+        if resource_hourly_cost(record, include_nodes=False) is not None:
+            self._static_hourly = self._static_cost()
+        self._next_event = self.t  # re-plan from now
+
+    def _update_pool(self, pool: NodePool, new: NodePool) -> None:
+        t = self.t
+        pool.auto_scale, pool.min_nodes, pool.max_nodes = new.auto_scale, new.min_nodes, new.max_nodes
+        if new.size.slug != pool.size.slug:
+            # Nodes cannot be resized: a new pool comes up, then the old nodes go.
+            ready_at = t + self.params.node_boot_s
+            for node in pool.live():
+                node.removed_at = ready_at
+            pool.size = new.size
+            self._add_nodes(pool, new.count, ready_at)
+        else:
+            live = [n for n in pool.live() if n.removed_at is None]
+            if new.count > len(live):
+                self._add_nodes(pool, new.count - len(live), t + self.params.node_boot_s)
+            elif new.count < len(live):
+                self._remove_nodes(pool, len(live) - new.count)
+        pool.count = new.count
+
+    def _update_workload(self, old: Workload, new: Workload) -> None:
+        new.pods = old.pods
+        for pod in new.pods:
+            pod.workload = new
+        if new.template != old.template:
+            # A rolling update: pods keep serving as they were until the new ones are up.
+            new.rollout_done_at = self.t + self.params.pod_startup_s
+            new.prev_cores = old.cores_per_pod
+            self._recount_requests()
+        else:
+            new.rollout_done_at, new.prev_cores = old.rollout_done_at, old.prev_cores
+        self.workloads[new.key] = new
+        self._scale(new, new.replicas)
+        for hpa in self.autoscalers.values():
+            if hpa.target is old:
+                hpa.target = new
+
+    def _rebuild_autoscalers(self) -> None:
+        by_name = {w.name: w for w in self.workloads.values()}
+        old = self.autoscalers
+        self.autoscalers = {}
+        for key, r in self.records.items():
+            if r.type == builder.HPA:
+                hpa = builder.autoscaler_from_hpa(
+                    key, r.inputs, by_name, self.params.hpa_scale_down_window_s
+                )
+                if hpa is not None:
+                    hpa.history = old[key].history if key in old else []
+                    self.autoscalers[key] = hpa
+
+    # ----------------------------------------------------------------- nodes and pods
+
+    def _add_nodes(self, pool: NodePool, count: int, ready_at: float) -> None:
+        for _ in range(count):
+            pool.serial += 1
+            pool.nodes.append(
+                Node(
+                    name=f"{pool.name}-{pool.serial}",
+                    pool=pool,
+                    size=pool.size,
+                    created_at=self.t,
+                    ready_at=ready_at,
+                    cpu=pool.size.allocatable_cpu,
+                    memory=pool.size.allocatable_memory_gib,
+                )
+            )
+
+    def _remove_nodes(self, pool: NodePool, count: int) -> None:
+        """Remove ``count`` nodes: booting ones first, then the least requested, newest first."""
+        t = self.t
+        live = [n for n in pool.live()]
+        live.sort(key=lambda n: (n.ready(t), n.cpu_requested, -n.created_at))
+        for node in live[:count]:
+            node.removed_at = t
+        self._evict(t)
+
+    def _evict(self, t: float) -> None:
+        """Drop nodes removed by ``t``; their pods go back to Pending."""
+        for pool in self.pools.values():
+            gone = [n for n in pool.nodes if n.removed_at is not None and n.removed_at <= t]
+            if not gone:
+                continue
+            for w in self.workloads.values():
+                for pod in w.pods:
+                    if pod.node in gone:
+                        pod.node, pod.ready_at = None, _INF
+            pool.nodes = [n for n in pool.nodes if n not in gone]
+        self._recount_requests()
+
+    def _add_pods(self, w: Workload, count: int) -> None:
+        w.pods.extend(Pod(workload=w, created_at=self.t) for _ in range(count))
+
+    def _scale(self, w: Workload, replicas: int) -> None:
+        extra = len(w.pods) - replicas
+        if extra < 0:
+            self._add_pods(w, -extra)
+        elif extra > 0:
+            # A ReplicaSet deletes unscheduled pods first, then not-ready, then the newest.
+            t = self.t
+            order = sorted(w.pods, key=lambda p: (p.node is not None, p.ready(t), -p.created_at))
+            doomed = set(map(id, order[:extra]))
+            w.pods = [p for p in w.pods if id(p) not in doomed]
+            self._recount_requests()
+
+    def _recount_requests(self) -> None:
+        for pool in self.pools.values():
+            for n in pool.nodes:
+                n.cpu_requested = n.memory_requested = 0.0
+        for w in self.workloads.values():
+            for pod in w.pods:
+                if pod.node is not None:
+                    pod.node.cpu_requested += w.cpu_request
+                    pod.node.memory_requested += w.memory_request
+
+    def _schedule(self, t: float, startup: float | None = None) -> None:
+        """Bind Pending pods to Ready nodes with room (least-allocated first)."""
+        startup = self.params.pod_startup_s if startup is None else startup
+        ready_nodes = [n for p in self.pools.values() for n in p.nodes if n.ready(t)]
+        for w in self.workloads.values():
+            for pod in w.pods:
+                if pod.node is not None:
+                    continue
+                best, best_free = None, -1.0
+                for n in ready_nodes:
+                    if not n.fits(pod) or any(
+                        n.pool.labels.get(k) != v for k, v in w.node_selector.items()
+                    ):
+                        continue
+                    free = 1.0 - n.cpu_requested / n.cpu
+                    if free > best_free:
+                        best, best_free = n, free
+                if best is not None:
+                    pod.node, pod.ready_at = best, t + startup
+                    best.cpu_requested += w.cpu_request
+                    best.memory_requested += w.memory_request
+
+    def _plan(self, t: float) -> float:
+        """Apply what is due at ``t`` and return the time of the next event."""
+        for w in self.workloads.values():
+            if w.rollout_done_at <= t:
+                w.prev_cores = None
+        self._evict(t)
+        self._schedule(t)
+        nxt = _INF
+        for pool in self.pools.values():
+            for n in pool.nodes:
+                if n.ready_at > t:
+                    nxt = min(nxt, n.ready_at)
+                if n.removed_at is not None and n.removed_at > t:
+                    nxt = min(nxt, n.removed_at)
+        for w in self.workloads.values():
+            if w.rollout_done_at > t:
+                nxt = min(nxt, w.rollout_done_at)
+            for pod in w.pods:
+                if t < pod.ready_at < _INF:
+                    nxt = min(nxt, pod.ready_at)
+        self._current = self._serving_plan(t)
+        return nxt
+
+    def _serving_plan(self, t: float) -> _Plan:
+        """Everything about serving that holds until the next event."""
+        plan = _Plan()
+        shares = self._node_shares(t)
+        groups: dict[tuple, list] = {}
+        for w in self.workloads.values():
+            ready = w.ready_pods(t)
+            if w.role == "siege" and w.schedule is not None and ready:
+                plan.schedules.append(w.schedule)
+            if w.role != "heater" or w.work is None:
+                plan.pods_pending += sum(1 for p in w.pods if p.node is None)
+                continue
+            plan.replicas_desired += w.replicas
+            plan.replicas_ready += len(ready)
+            plan.pods_pending += sum(1 for p in w.pods if p.node is None)
+            plan.requested_cpu += w.cpu_request * len(ready)
+            plan.limit_cpu += (w.cpu_limit if w.cpu_limit is not None else _NAN) * len(ready)
+            cores = w.prev_cores if w.prev_cores is not None else w.cores_per_pod
+            work = w.work
+            for pod in ready:
+                speed = min(1.0, cores / w.workers) * shares.get(id(pod.node), 1.0)
+                mu = speed / (work.mean_ms / 1000.0)
+                key = (w.workers, mu, work.scv, work.timeout_s, work.mean_ms / 1000.0)
+                groups.setdefault(key, [0])[0] += 1
+        plan.groups = [(n[0], *key) for key, n in groups.items()]
+        plan.heater_pods = sum(g[0] for g in plan.groups)
+        ready_nodes = [n for p in self.pools.values() for n in p.nodes if n.ready(t)]
+        plan.nodes_ready = len(ready_nodes)
+        plan.hourly = self._static_hourly + sum(n.size.price_hourly_usd for n in ready_nodes)
+        return plan
+
+    # ----------------------------------------------------------------- time
+
+    def advance(self, seconds: float) -> dict[str, float]:
+        """Simulate ``seconds`` and return the step's metrics."""
+        if seconds <= 0:
+            raise ConfigError(f"advance needs a positive duration, got {seconds}")
+        t0, t1 = self.t, self.t + seconds
+        acc = _Accumulator()
+        a = t0
+        while a < t1:
+            if self._next_event <= a:
+                self._next_event = self._plan(a)
+            b = min(self._next_event, t1)
+            self._serve(a, b, acc)
+            self.cost_usd += self._current.hourly * (b - a) / 3600.0
+            self.t = a = b
+        if self._next_event <= t1:
+            self._next_event = self._plan(t1)
+        if self.params.noise and acc.sent > 0.0:
+            acc.scale(self._poisson(acc.sent) / acc.sent)
+        self._last = self._metrics(acc, seconds)
+        if self.autoscalers or any(p.auto_scale for p in self.pools.values()):
+            self._autoscale(acc, seconds)
+        return self._last
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics of the last step (empty before the first)."""
+        return dict(self._last)
+
+    def _serve(self, a: float, b: float, acc: _Accumulator) -> None:
+        plan = self._current
+        dt = b - a
+        lam = 0.0
+        for schedule in plan.schedules:
+            lam += schedule.mean_rate(a, b)
+        acc.sent += lam * dt
+        acc.requested_cpu += plan.requested_cpu * dt
+        acc.limit_cpu += plan.limit_cpu * dt
+        if not plan.heater_pods:
+            acc.failed += lam * dt  # no endpoints: connections are refused
+            return
+        # Rounded to 0.001 req/s so that recurring loads hit the latency memo.
+        lam_pod = round(lam / plan.heater_pods, 3)
+        if lam_pod <= 0.0:
+            return
+        for count, c, mu, scv, timeout, cpu_s in plan.groups:
+            p50, p95, p99, fail = self._pod_latency(c, mu, lam_pod, scv, timeout)
+            n = lam_pod * dt * count
+            served = n * (1.0 - fail)
+            acc.answered += n
+            acc.failed += n - served
+            acc.served += served
+            acc.busy_cpu += served * cpu_s
+            acc.p50 += p50 * served
+            acc.p95 += p95 * served
+            acc.p99 += p99 * served
+
+    def _poisson(self, mean: float) -> float:
+        """A Poisson draw (normal approximation above 50, exact below)."""
+        if mean > 50.0:
+            return max(0.0, round(self.rng.gauss(mean, math.sqrt(mean))))
+        limit, k, p = math.exp(-mean), 0, self.rng.random()
+        while p > limit:
+            k += 1
+            p *= self.rng.random()
+        return float(k)
+
+    def _pod_latency(
+        self, c: int, mu: float, lam: float, scv: float, timeout: float
+    ) -> tuple[float, float, float, float]:
+        """(p50, p95, p99, failed share) of one pod; memoised for steady steps."""
+        key = (c, mu, lam, scv, timeout)
+        hit = self._quantile_cache.get(key)
+        if hit is not None:
+            return hit
+        cap = c * mu
+        if lam >= cap * 0.999:
+            # Saturated: the queue stays full to the timeout; the excess is shed (503).
+            full = timeout + 1.0 / mu
+            out = (full, full, full, 1.0 - cap * 0.999 / lam)
+        else:
+            q = Queue(c, mu, lam, scv)
+            fail = q.wait_p * math.exp(-q.theta * timeout)
+            ceiling = timeout + 1.0 / mu
+            out = (
+                min(q.quantile(0.5), ceiling),
+                min(q.quantile(0.95), ceiling),
+                min(q.quantile(0.99), ceiling),
+                fail,
+            )
+        if len(self._quantile_cache) > 16384:
+            self._quantile_cache.clear()
+        self._quantile_cache[key] = out
+        return out
+
+    def _node_shares(self, t: float) -> dict[int, float]:
+        """Share of its CPU a busy heater pod gets on each node (1 unless oversubscribed)."""
+        demand: dict[int, float] = {}
+        capacity: dict[int, float] = {}
+        for w in self.workloads.values():
+            for pod in w.pods:
+                if pod.node is None:
+                    continue
+                key = id(pod.node)
+                capacity[key] = pod.node.cpu
+                if w.role == "heater" and pod.ready(t):
+                    demand[key] = demand.get(key, 0.0) + w.cores_per_pod
+                else:
+                    demand[key] = demand.get(key, 0.0) + w.cpu_request
+        return {k: min(1.0, capacity[k] / d) for k, d in demand.items() if d > 0}
+
+    def _metrics(self, acc: _Accumulator, seconds: float) -> dict[str, float]:
+        plan = self._current
+        served = acc.served
+        busy = acc.busy_cpu
+        return {
+            "request_rate": acc.answered / seconds,
+            "offered_rate": acc.sent / seconds,
+            "latency_p50": acc.p50 / served if served > 0 else _NAN,
+            "latency_p95": acc.p95 / served if served > 0 else _NAN,
+            "latency_p99": acc.p99 / served if served > 0 else _NAN,
+            "error_ratio": acc.failed / acc.sent if acc.sent > 0 else _NAN,
+            "cpu_utilisation_requests": busy / acc.requested_cpu if acc.requested_cpu > 0 else _NAN,
+            "cpu_utilisation_limits": busy / acc.limit_cpu if acc.limit_cpu > 0 else _NAN,
+            "replicas_desired": float(plan.replicas_desired),
+            "replicas_ready": float(plan.replicas_ready),
+            "nodes_ready": float(plan.nodes_ready),
+            "pods_pending": float(plan.pods_pending),
+            "cost_hourly": plan.hourly,
+        }
+
+    # ----------------------------------------------------------------- autoscalers
+
+    def _autoscale(self, acc: _Accumulator, seconds: float) -> None:
+        t = self.t
+        params = self.params
+        for hpa in self.autoscalers.values():
+            w = hpa.target
+            ready = len(w.ready_pods(t))
+            if ready == 0:
+                continue
+            utilisation = (acc.busy_cpu / seconds) / (ready * w.cpu_request)
+            ratio = utilisation / hpa.target_utilisation
+            current = w.replicas
+            proposal = current if abs(ratio - 1.0) <= params.hpa_tolerance else math.ceil(current * ratio)
+            hpa.history = [(s, r) for s, r in hpa.history if t - s < hpa.scale_down_window_s]
+            hpa.history.append((t, proposal))
+            desired = proposal if proposal >= current else max(r for _, r in hpa.history)
+            desired = min(max(desired, hpa.min_replicas), hpa.max_replicas)
+            if desired != current:
+                self.set_property(builder.DEPLOYMENT, w.key[1], "spec.replicas", desired)
+        for pool in self.pools.values():
+            if pool.auto_scale:
+                self._cluster_autoscale(pool, t)
+
+    def _cluster_autoscale(self, pool: NodePool, t: float) -> None:
+        """Add nodes for Pending pods; remove one node unneeded for 10 minutes."""
+        params = self.params
+        live = pool.live()
+        pending = [
+            p
+            for w in self.workloads.values()
+            for p in w.pods
+            if p.node is None
+            and all(pool.labels.get(k) == v for k, v in w.node_selector.items())
+            and w.cpu_request <= pool.size.allocatable_cpu
+        ]
+        booting = [n for n in live if not n.ready(t)]
+        if pending and not booting and len(live) < pool.max_nodes:
+            need = math.ceil(sum(p.workload.cpu_request for p in pending) / pool.size.allocatable_cpu)
+            add = min(max(need, 1), pool.max_nodes - len(live))
+            self._add_nodes(pool, add, t + params.node_boot_s)
+            pool.count = len(pool.live())
+            self._next_event = t
+            return
+        if pending or len(live) <= pool.min_nodes:
+            return
+        for node in live:
+            if node.ready(t) and node.cpu_requested / node.cpu < params.ca_scale_down_utilisation:
+                node.unneeded_since = node.unneeded_since if node.unneeded_since is not None else t
+            else:
+                node.unneeded_since = None
+        others_free = lambda n: sum(o.cpu - o.cpu_requested for o in live if o is not n and o.ready(t))  # noqa: E731
+        for node in live:
+            if (
+                node.unneeded_since is not None
+                and t - node.unneeded_since >= params.ca_scale_down_unneeded_s
+                and node.cpu_requested <= others_free(node)
+            ):
+                node.removed_at = t
+                pool.count = len(live) - 1
+                self._evict(t)
+                self._next_event = t
+                return
+
+
+class _Plan:
+    """What serving looks like between two events (see :meth:`Twin._serving_plan`)."""
+
+    __slots__ = (
+        "groups", "heater_pods", "hourly", "limit_cpu", "nodes_ready", "pods_pending",
+        "replicas_desired", "replicas_ready", "requested_cpu", "schedules",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.groups: list[tuple] = []
+        self.schedules: list = []
+        self.heater_pods = self.replicas_desired = self.replicas_ready = 0
+        self.nodes_ready = self.pods_pending = 0
+        self.requested_cpu = self.limit_cpu = self.hourly = 0.0
+
+
+class _Accumulator:
+    """Request-weighted sums over the pieces of one step."""
+
+    __slots__ = (
+        "answered", "busy_cpu", "failed", "limit_cpu", "p50", "p95", "p99",
+        "requested_cpu", "sent", "served",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.sent = self.answered = self.served = self.failed = 0.0
+        self.busy_cpu = self.requested_cpu = self.limit_cpu = 0.0
+        self.p50 = self.p95 = self.p99 = 0.0
+
+    def scale(self, factor: float) -> None:
+        """Scale the request counts (sampling noise), keeping ratios and quantiles."""
+        self.sent *= factor
+        self.answered *= factor
+        self.served *= factor
+        self.failed *= factor
+        self.busy_cpu *= factor
+        self.p50 *= factor
+        self.p95 *= factor
+        self.p99 *= factor

@@ -1,0 +1,110 @@
+"""Hand-built resource graphs, in the camelCase form the mock runtime records.
+
+The twin tests use these so that they check the twin against queueing theory and the
+Kubernetes documentation without depending on the layer programs.
+"""
+
+from __future__ import annotations
+
+from infragym.apps.workload import CpuWork, Schedule, constant
+from infragym.backends.base import ResourceRecord
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+NODE_POOL = "digitalocean:index/kubernetesNodePool:KubernetesNodePool"
+CLUSTER = "digitalocean:index/kubernetesCluster:KubernetesCluster"
+HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+
+
+def deployment(name, replicas, env, cpu_request="250m", cpu_limit="500m", memory="128Mi", selector=None):
+    container = {
+        "name": name,
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "resources": {
+            "requests": {"cpu": cpu_request, "memory": memory},
+            "limits": {"cpu": cpu_limit, "memory": memory} if cpu_limit else {"memory": memory},
+        },
+    }
+    pod_spec = {"containers": [container]}
+    if selector:
+        pod_spec["nodeSelector"] = selector
+    return ResourceRecord(
+        "k8s-" + name,
+        DEPLOYMENT,
+        name,
+        {"metadata": {"name": name}, "spec": {"replicas": float(replicas), "template": {"spec": pod_spec}}},
+    )
+
+
+def web_app(
+    *,
+    replicas: int = 1,
+    work: CpuWork | None = None,
+    schedule: Schedule | None = None,
+    cpu_request: str = "250m",
+    cpu_limit: str | None = "1000m",
+    node_size: str = "s-4vcpu-8gb",
+    node_count: int = 2,
+    auto_scale: tuple[int, int] | None = None,
+    hpa: dict | None = None,
+    system_pool: bool = True,
+) -> list[ResourceRecord]:
+    """A cluster with a ``workers`` pool, the heater and the siege-engine."""
+    work = work or CpuWork(mean_ms=20.0, distribution="exponential")
+    schedule = schedule or constant(20.0)
+    pool = {"name": "dev-workers", "size": node_size, "nodeCount": float(node_count)}
+    if auto_scale:
+        pool.update(autoScale=True, minNodes=float(auto_scale[0]), maxNodes=float(auto_scale[1]))
+    records = [
+        ResourceRecord(
+            "do-managed-k8s",
+            CLUSTER,
+            "cluster",
+            {
+                "region": "nyc3",
+                "nodePool": {"name": "dev-system", "size": "s-2vcpu-4gb", "nodeCount": 1.0}
+                if system_pool
+                else {},
+            },
+        ),
+        ResourceRecord("do-managed-k8s", NODE_POOL, "workers", pool),
+        deployment(
+            "heater",
+            replicas,
+            {"HEATER_WORK": work.model_dump_json()},
+            cpu_request=cpu_request,
+            cpu_limit=cpu_limit,
+            selector={"doks.digitalocean.com/node-pool": "dev-workers"},
+        ),
+        deployment(
+            "siege-engine",
+            1,
+            {"SIEGE_SCHEDULE": schedule.model_dump_json(), "SIEGE_TARGET": "http://heater"},
+            cpu_request="100m",
+            cpu_limit="500m",
+        ),
+    ]
+    if hpa is not None:
+        records.append(
+            ResourceRecord(
+                "k8s-heater",
+                HPA,
+                "heater",
+                {
+                    "spec": {
+                        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "heater"},
+                        "minReplicas": float(hpa.get("min", 1)),
+                        "maxReplicas": float(hpa.get("max", 20)),
+                        "metrics": [
+                            {
+                                "type": "Resource",
+                                "resource": {
+                                    "name": "cpu",
+                                    "target": {"type": "Utilization", "averageUtilization": float(hpa.get("target", 70))},
+                                },
+                            }
+                        ],
+                    }
+                },
+            )
+        )
+    return records
