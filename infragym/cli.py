@@ -1,0 +1,105 @@
+"""The ``infragym`` command: evaluate agents, list layers and sizes, manage stacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from infragym.errors import InfraGymError
+
+app = typer.Typer(help="infragym: train and evaluate agents that operate cloud infrastructure.", no_args_is_help=True)
+
+
+def _fail(exc: InfraGymError) -> None:
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def evaluate(
+    env_id: Annotated[str, typer.Argument(help="Environment id, e.g. SimpleK8sWebApp-v0.")],
+    agents: Annotated[str, typer.Option(help="Comma-separated baseline agents.")] = "hpa,static,random",
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes per agent.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 0,
+    backend: Annotated[str, typer.Option(help="sim or pulumi.")] = "sim",
+    action_mode: Annotated[str, typer.Option(help="absolute lets rules jump like the real controllers.")] = "absolute",
+    plot: Annotated[Path, typer.Option(help="Where to write the PNG plot.")] = Path("evaluate.png"),
+) -> None:
+    """Run baseline agents on an environment and compare them."""
+    import gymnasium as gym
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    import infragym  # noqa: F401  (registers the envs)
+    from infragym import evaluate as ev
+    from infragym.agents.baselines import make_agent
+
+    try:
+        chosen = [make_agent(a.strip()) for a in agents.split(",") if a.strip()]
+        make_env = lambda: gym.make(env_id, backend=backend, action_mode=action_mode)  # noqa: E731
+        probe = make_env()
+        step_seconds = probe.unwrapped.step_seconds
+        probe.close()
+        with Progress(transient=True) as progress:
+            task = progress.add_task("evaluating", total=len(chosen) * episodes)
+            results = ev.evaluate(
+                make_env, chosen, episodes, seed,
+                on_episode=lambda name, i: progress.update(task, advance=1, description=f"{name} ep {i + 1}"),
+            )  # fmt: skip
+    except InfraGymError as exc:
+        _fail(exc)
+        return
+    table = Table(title=f"{env_id}: {episodes} episode(s) per agent, seeds {seed}..{seed + episodes - 1}")
+    for col in ("agent", "mean return", "cost $/h", "episode cost $", "SLO attainment", "errors"):
+        table.add_column(col, justify="right" if col != "agent" else "left")
+    for r in results:
+        table.add_row(
+            r.agent,
+            f"{r.mean('ret'):.1f}",
+            f"{r.mean('mean_cost_hourly'):.3f}",
+            f"{r.mean('cost_usd'):.3f}",
+            f"{100 * r.mean('slo_attainment'):.1f} %",
+            f"{100 * r.mean('mean_error_ratio'):.2f} %",
+        )
+    Console().print(table)
+    ev.plot(results, str(plot), step_seconds)
+    typer.echo(f"plot written to {plot}")
+
+
+@app.command()
+def layers() -> None:
+    """List the registered layers."""
+    from stacks.registry import all_layers
+
+    for layer in all_layers().values():
+        up = ", ".join(layer.upstream) or "-"
+        typer.echo(f"{layer.name:<22} upstream: {up:<32} {layer.description}")
+
+
+@app.command()
+def sizes(kubernetes: Annotated[bool, typer.Option(help="Only DOKS node sizes.")] = False) -> None:
+    """List DigitalOcean size slugs with vCPUs, memory and hourly price."""
+    from infragym import catalog
+
+    slugs = catalog.doks_node_sizes() if kubernetes else tuple(catalog.sizes())
+    typer.echo(f"prices captured {catalog.PRICES_CAPTURED}")
+    for slug in slugs:
+        s = catalog.size(slug)
+        typer.echo(f"{slug:<26} {s.vcpus:>3} vCPU {s.memory_mib / 1024:>7.1f} GiB  ${s.price_hourly_usd:.5f}/h")
+
+
+def _mount_stacks() -> None:
+    try:
+        from infragym.cli_stacks import stacks_app
+    except ImportError:  # pragma: no cover - only while the pulumi backend is absent
+        return
+    app.add_typer(stacks_app, name="stacks", help="List and destroy infragym stacks in a state backend.")
+
+
+_mount_stacks()
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,125 @@
+"""Evaluate agents on an environment: returns, cost, SLO attainment and errors.
+
+Used by ``infragym evaluate``; also callable from Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from infragym.envs.rewards import SloAttainment
+
+
+@dataclass
+class EpisodeStats:
+    """One episode of one agent."""
+
+    ret: float
+    mean_cost_hourly: float
+    cost_usd: float
+    slo_attainment: float
+    mean_error_ratio: float
+    latency_p95: list[float] = field(default_factory=list)
+    replicas: list[float] = field(default_factory=list)
+    offered: list[float] = field(default_factory=list)
+
+
+@dataclass
+class AgentSummary:
+    """Means over an agent's episodes."""
+
+    agent: str
+    episodes: list[EpisodeStats]
+
+    def mean(self, attr: str) -> float:
+        return float(np.mean([getattr(e, attr) for e in self.episodes]))
+
+
+def run_episode(env, agent, seed: int, slo: SloAttainment, scenario: str | None = None) -> EpisodeStats:
+    """Run one episode of ``agent`` on ``env``."""
+    options = {"scenario": scenario} if scenario else None
+    obs, info = env.reset(seed=seed, options=options)
+    agent.reset(env, seed=seed)
+    ret, met, steps = 0.0, 0, 0
+    costs, errors, p95, replicas, offered = [], [], [], [], []
+    done = False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
+        m = info["metrics"]
+        ret += reward
+        steps += 1
+        met += slo.met(m)
+        costs.append(m["cost_hourly"])
+        errors.append(0.0 if math.isnan(m["error_ratio"]) else m["error_ratio"])
+        p95.append(m["latency_p95"])
+        replicas.append(m["replicas_ready"])
+        offered.append(m["offered_rate"])
+        done = terminated or truncated
+    return EpisodeStats(
+        ret=ret,
+        mean_cost_hourly=float(np.mean(costs)),
+        cost_usd=float(info.get("cost_usd", np.sum(costs) * env.unwrapped.step_seconds / 3600)),
+        slo_attainment=met / max(steps, 1),
+        mean_error_ratio=float(np.mean(errors)),
+        latency_p95=p95,
+        replicas=replicas,
+        offered=offered,
+    )
+
+
+def evaluate(
+    make_env: Callable[[], Any],
+    agents: Sequence[Any],
+    episodes: int,
+    seed: int = 0,
+    on_episode: Callable[[str, int], None] | None = None,
+    slo: SloAttainment | None = None,
+) -> list[AgentSummary]:
+    """Every agent on the same seeds (so the same scenarios), ``episodes`` each."""
+    slo = slo or SloAttainment()
+    results = []
+    for agent in agents:
+        env = make_env()
+        try:
+            stats = []
+            for i in range(episodes):
+                stats.append(run_episode(env, agent, seed + i, slo))
+                if on_episode:
+                    on_episode(agent.name, i)
+        finally:
+            env.close()
+        results.append(AgentSummary(agent.name, stats))
+    return results
+
+
+def plot(results: Sequence[AgentSummary], path: str, step_seconds: float) -> None:
+    """A PNG: p95 latency, ready replicas and load over the first episode, per agent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True, dpi=100)
+    for summary in results:
+        ep = summary.episodes[0]
+        t = np.arange(1, len(ep.latency_p95) + 1) * step_seconds / 60
+        axes[0].plot(t, np.array(ep.latency_p95) * 1000, label=summary.agent)
+        axes[1].plot(t, ep.replicas, label=summary.agent)
+    first = results[0].episodes[0]
+    axes[2].plot(np.arange(1, len(first.offered) + 1) * step_seconds / 60, first.offered, color="k")
+    axes[0].axhline(SloAttainment().target_s * 1000, color="gray", ls="--", lw=1, label="SLO")
+    axes[0].set_ylabel("p95 latency (ms)")
+    axes[0].set_yscale("log")
+    axes[1].set_ylabel("ready replicas")
+    axes[2].set_ylabel("offered load (req/s)")
+    axes[2].set_xlabel("minutes (episode 1)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("infragym evaluate: first episode")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,136 @@
+"""The twin against queueing theory, the Kubernetes docs and DigitalOcean's billing rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from infragym import catalog
+from infragym.apps.workload import CpuWork, constant
+from infragym.errors import ConfigError
+from infragym.twin.model import TwinParams
+from infragym.twin.twin import Twin
+from tests.twin.graphs import DEPLOYMENT, NODE_POOL, web_app
+
+EXACT = TwinParams(noise=False)
+
+
+def run(twin: Twin, steps: int, seconds: float = 30.0) -> dict[str, float]:
+    m: dict[str, float] = {}
+    for _ in range(steps):
+        m = twin.advance(seconds)
+    return m
+
+
+def test_single_pod_matches_mm1():
+    # One pod, one worker, limit 1 core, 20 ms exponential CPU per request: mu = 50/s.
+    twin = Twin(web_app(replicas=1, schedule=constant(40.0)), params=EXACT)
+    m = run(twin, 2)
+    rate = 50.0 - 40.0
+    assert m["latency_p50"] == pytest.approx(math.log(2) / rate, rel=0.10)
+    assert m["latency_p95"] == pytest.approx(math.log(20) / rate, rel=0.10)
+    assert m["latency_p99"] == pytest.approx(math.log(100) / rate, rel=0.10)
+    assert m["request_rate"] == pytest.approx(40.0, rel=0.01)
+
+
+def test_pod_with_workers_matches_mmc():
+    # One pod with 4 worker processes sharing one socket: an M/M/4 queue.
+    from tests.twin.test_queueing import simulate_mmc
+
+    work = CpuWork(mean_ms=100.0, distribution="exponential", workers=4, timeout_s=30)
+    twin = Twin(
+        web_app(replicas=1, work=work, cpu_limit="4", node_size="s-8vcpu-16gb", schedule=constant(34.0)),
+        params=EXACT,
+    )
+    m = run(twin, 2)
+    sim = simulate_mmc(4, 10.0, 34.0, 200_000, seed=3)
+    for q, name in ((0.5, "latency_p50"), (0.95, "latency_p95"), (0.99, "latency_p99")):
+        assert m[name] == pytest.approx(float(sorted(sim)[int(q * len(sim))]), rel=0.10)
+
+
+def test_several_pods_split_load_at_random():
+    # kube-proxy (iptables) picks a backend at random: n pods are n M/M/1 queues at lam/n.
+    twin = Twin(web_app(replicas=4, schedule=constant(160.0)), params=EXACT)
+    m = run(twin, 2)
+    assert m["latency_p95"] == pytest.approx(math.log(20) / (50.0 - 40.0), rel=0.10)
+
+
+def test_cpu_limit_caps_throughput():
+    # 20 ms of CPU per request under a 250m limit takes 80 ms: at most 12.5 req/s served.
+    twin = Twin(web_app(replicas=1, cpu_limit="250m", schedule=constant(40.0)), params=EXACT)
+    m = run(twin, 2)
+    served = m["request_rate"] * (1 - m["error_ratio"]) / (1 - 0)  # answered minus shed
+    assert m["offered_rate"] == pytest.approx(40.0)
+    assert 40.0 * (1 - m["error_ratio"]) == pytest.approx(12.5, rel=0.02)
+    assert served <= 40.0
+    assert m["cpu_utilisation_limits"] == pytest.approx(1.0, rel=0.02)
+
+
+def test_pods_beyond_allocatable_stay_pending():
+    # s-1vcpu-2gb: 1 vCPU less the kubelet reservation; 250m requests.
+    size = catalog.size("s-1vcpu-2gb")
+    fit_per_node = int(size.allocatable_cpu // 0.25)
+    twin = Twin(web_app(replicas=10, node_size="s-1vcpu-2gb", node_count=2), params=EXACT)
+    m = run(twin, 1)
+    assert m["replicas_ready"] == 2 * fit_per_node
+    # The siege-engine fits the system pool, so only heater pods are Pending.
+    assert m["pods_pending"] == 10 - 2 * fit_per_node
+
+
+def test_new_node_ready_only_after_boot_delay():
+    params = TwinParams(noise=False)
+    twin = Twin(web_app(replicas=10, node_size="s-1vcpu-2gb", node_count=1), params=params)
+    run(twin, 1)
+    twin.set_property(NODE_POOL, "workers", "nodeCount", 2)
+    ready = []
+    for _ in range(10):
+        ready.append(twin.advance(30.0)["nodes_ready"])
+    boot_steps = int(params.node_boot_s // 30)
+    assert ready[: boot_steps - 1] == [2.0] * (boot_steps - 1)  # system node + one worker
+    assert ready[boot_steps:] == [3.0] * (10 - boot_steps)
+    # Pending pods start once the node is Ready, after their startup delay.
+    assert twin.metrics()["pods_pending"] < 10 - 3
+
+
+def test_pool_resize_replaces_nodes_new_first():
+    twin = Twin(web_app(replicas=2, node_size="s-2vcpu-4gb", node_count=2), params=EXACT)
+    run(twin, 1)
+    twin.set_property(NODE_POOL, "workers", "size", "s-4vcpu-8gb")
+    m = twin.advance(30.0)
+    assert m["nodes_ready"] == 3  # old nodes keep serving while new ones boot
+    assert m["replicas_ready"] == 2
+    run(twin, 8)
+    sizes = sorted(n.size.slug for n in twin.nodes())
+    assert sizes == ["s-2vcpu-4gb", "s-4vcpu-8gb", "s-4vcpu-8gb"]  # system + new workers
+
+
+def test_episode_cost_is_price_table_over_lifetimes():
+    twin = Twin(web_app(node_size="s-2vcpu-4gb", node_count=2), params=EXACT)
+    run(twin, 10)  # 300 s with 1 system + 2 workers of s-2vcpu-4gb
+    twin.set_property(NODE_POOL, "workers", "nodeCount", 3)
+    run(twin, 20)  # 600 s more; the third worker is billed from Ready (240 s later)
+    price = catalog.hourly_price("s-2vcpu-4gb")
+    expected = price * (3 * 900 + (600 - 240)) / 3600
+    assert twin.cost_usd == pytest.approx(expected, rel=1e-9)
+
+
+def test_hpa_declared_in_graph_scales_to_formula():
+    # 100 req/s of 20 ms: 2 cores busy; 250m requests at 70 % target -> ceil(2/0.175) = 12.
+    twin = Twin(web_app(replicas=2, schedule=constant(100.0), hpa={"min": 1, "max": 20, "target": 70}), params=EXACT)
+    m = run(twin, 40)
+    assert m["replicas_desired"] == pytest.approx(math.ceil(2.0 / (0.25 * 0.7)), abs=1)
+
+
+def test_unknown_resource_and_size_are_clear_errors():
+    twin = Twin(web_app(), params=EXACT)
+    with pytest.raises(ConfigError, match="no resource"):
+        twin.set_property(DEPLOYMENT, "nope", "spec.replicas", 3)
+    with pytest.raises(ConfigError, match="unknown size slug"):
+        twin.set_property(NODE_POOL, "workers", "size", "s-3vcpu-7gb")
+
+
+def test_same_seed_same_run():
+    a = Twin(web_app(schedule=constant(60.0)), seed=5)
+    b = Twin(web_app(schedule=constant(60.0)), seed=5)
+    assert [a.advance(30.0) for _ in range(20)] == [b.advance(30.0) for _ in range(20)]
