@@ -207,9 +207,9 @@ def unknown_choice(what: str, value: object, choices: object) -> str:
     close = difflib.get_close_matches(str(value), options, n=5, cutoff=0.5)
     msg = f"unknown {what} {value!r}"
     if close:
-        msg += f"; did you mean one of: {', '.join(close)}?"
+        msg += f"; did you mean {' or '.join(close)}?"
     if len(options) <= 20:
-        msg += f" Valid choices: {', '.join(options)}."
+        msg += f" (valid choices: {', '.join(options)})"
     else:
-        msg += f" ({len(options)} valid choices; see `infragym sizes`.)"
+        msg += f" ({len(options)} valid choices; `infragym sizes` lists sizes)"
     return msg

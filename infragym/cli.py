@@ -9,7 +9,10 @@ import typer
 
 from infragym.errors import InfraGymError
 
-app = typer.Typer(help="infragym: train and evaluate agents that operate cloud infrastructure.", no_args_is_help=True)
+app = typer.Typer(
+    help="infragym: train and evaluate agents that operate cloud infrastructure.",
+    no_args_is_help=True,
+)
 
 
 def _fail(exc: InfraGymError) -> None:
@@ -20,11 +23,15 @@ def _fail(exc: InfraGymError) -> None:
 @app.command()
 def evaluate(
     env_id: Annotated[str, typer.Argument(help="Environment id, e.g. SimpleK8sWebApp-v0.")],
-    agents: Annotated[str, typer.Option(help="Comma-separated baseline agents.")] = "hpa,static,random",
+    agents: Annotated[
+        str, typer.Option(help="Comma-separated baseline agents.")
+    ] = "hpa,static,random",
     episodes: Annotated[int, typer.Option(min=1, help="Episodes per agent.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 0,
     backend: Annotated[str, typer.Option(help="sim or pulumi.")] = "sim",
-    action_mode: Annotated[str, typer.Option(help="absolute lets rules jump like the real controllers.")] = "absolute",
+    action_mode: Annotated[
+        str, typer.Option(help="absolute lets rules jump like the real controllers.")
+    ] = "absolute",
     plot: Annotated[Path, typer.Option(help="Where to write the PNG plot.")] = Path("evaluate.png"),
 ) -> None:
     """Run baseline agents on an environment and compare them."""
@@ -45,14 +52,17 @@ def evaluate(
         probe.close()
         with Progress(transient=True) as progress:
             task = progress.add_task("evaluating", total=len(chosen) * episodes)
-            results = ev.evaluate(
-                make_env, chosen, episodes, seed,
-                on_episode=lambda name, i: progress.update(task, advance=1, description=f"{name} ep {i + 1}"),
-            )  # fmt: skip
+
+            def advance(name: str, i: int) -> None:
+                progress.update(task, advance=1, description=f"{name} episode {i + 1}")
+
+            results = ev.evaluate(make_env, chosen, episodes, seed, on_episode=advance)
     except InfraGymError as exc:
         _fail(exc)
         return
-    table = Table(title=f"{env_id}: {episodes} episode(s) per agent, seeds {seed}..{seed + episodes - 1}")
+    table = Table(
+        title=f"{env_id}: {episodes} episode(s) per agent, seeds {seed}..{seed + episodes - 1}"
+    )
     for col in ("agent", "mean return", "cost $/h", "episode cost $", "SLO attainment", "errors"):
         table.add_column(col, justify="right" if col != "agent" else "left")
     for r in results:
@@ -88,7 +98,8 @@ def sizes(kubernetes: Annotated[bool, typer.Option(help="Only DOKS node sizes.")
     typer.echo(f"prices captured {catalog.PRICES_CAPTURED}")
     for slug in slugs:
         s = catalog.size(slug)
-        typer.echo(f"{slug:<26} {s.vcpus:>3} vCPU {s.memory_mib / 1024:>7.1f} GiB  ${s.price_hourly_usd:.5f}/h")
+        gib = s.memory_mib / 1024
+        typer.echo(f"{slug:<26} {s.vcpus:>3} vCPU {gib:>7.1f} GiB  ${s.price_hourly_usd:.5f}/h")
 
 
 def _mount_stacks() -> None:
@@ -96,7 +107,9 @@ def _mount_stacks() -> None:
         from infragym.cli_stacks import stacks_app
     except ImportError:  # pragma: no cover - only while the pulumi backend is absent
         return
-    app.add_typer(stacks_app, name="stacks", help="List and destroy infragym stacks in a state backend.")
+    app.add_typer(
+        stacks_app, name="stacks", help="List and destroy infragym stacks in a state backend."
+    )
 
 
 _mount_stacks()

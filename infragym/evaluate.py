@@ -40,7 +40,9 @@ class AgentSummary:
         return float(np.mean([getattr(e, attr) for e in self.episodes]))
 
 
-def run_episode(env, agent, seed: int, slo: SloAttainment, scenario: str | None = None) -> EpisodeStats:
+def run_episode(
+    env, agent, seed: int, slo: SloAttainment, scenario: str | None = None
+) -> EpisodeStats:
     """Run one episode of ``agent`` on ``env``."""
     options = {"scenario": scenario} if scenario else None
     obs, info = env.reset(seed=seed, options=options)

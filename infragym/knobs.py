@@ -12,6 +12,7 @@ backend applies it with a resource transformation when it reruns the layer progr
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,9 +31,18 @@ class IntRange:
     high: int
     step: int = 1
 
-    @property
+    def __post_init__(self) -> None:
+        if self.high < self.low or self.step < 1:
+            raise ConfigError(f"empty integer domain {self}")
+
+    @functools.cached_property
     def values(self) -> tuple[int, ...]:
         return tuple(range(self.low, self.high + 1, self.step))
+
+    @functools.cached_property
+    def positions(self) -> dict[int, int]:
+        """Value → index."""
+        return {v: i for i, v in enumerate(self.values)}
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,11 @@ class Choice:
     def __post_init__(self) -> None:
         if not self.values:
             raise ConfigError("a Choice domain needs at least one value")
+
+    @functools.cached_property
+    def positions(self) -> dict[Any, int]:
+        """Value → index."""
+        return {v: i for i, v in enumerate(self.values)}
 
 
 Domain = IntRange | Choice
@@ -75,9 +90,10 @@ class Knob:
 
     def index_of(self, value: Any) -> int:
         """Index of ``value`` in the domain (the nearest one for numbers off the grid)."""
+        i = self.domain.positions.get(value)
+        if i is not None:
+            return i
         values = self.values
-        if value in values:
-            return values.index(value)
         if isinstance(self.domain, IntRange) and isinstance(value, int | float):
             return int(np.argmin([abs(v - value) for v in values]))
         raise ConfigError(
@@ -139,6 +155,7 @@ class ActionCodec:
         self.nvec = np.array(
             [3 if mode == "delta" else len(k.values) for k in knobs], dtype=np.int64
         )
+        self._bounds = self.nvec.tolist()
 
     def space(self):
         """The Gymnasium action space."""
@@ -152,26 +169,9 @@ class ActionCodec:
         Raises:
             ActionError: The action is not in the action space.
         """
-        a = np.asarray(action)
-        if a.shape != self.nvec.shape or not np.issubdtype(a.dtype, np.integer):
-            if a.shape == self.nvec.shape and np.issubdtype(a.dtype, np.floating) and np.all(
-                a == np.round(a)
-            ):
-                a = a.astype(np.int64)
-            else:
-                raise ActionError(
-                    f"action {action!r} is not in the action space: expected "
-                    f"{len(self.nvec)} integers with bounds {self.nvec.tolist()} "
-                    f"(mode {self.mode!r}, knobs {[k.name for k in self.knobs]})"
-                )
-        if np.any(a < 0) or np.any(a >= self.nvec):
-            raise ActionError(
-                f"action {a.tolist()} is outside the action space: each entry i must be in "
-                f"[0, {self.nvec.tolist()}[i]) (mode {self.mode!r}, "
-                f"knobs {[k.name for k in self.knobs]})"
-            )
+        entries = self._entries(action)
         out: dict[str, Any] = {}
-        for knob, x in zip(self.knobs, a.tolist(), strict=True):
+        for knob, x in zip(self.knobs, entries, strict=True):
             values = knob.values
             if self.mode == "absolute":
                 out[knob.name] = values[x]
@@ -179,6 +179,43 @@ class ActionCodec:
                 i = knob.index_of(current[knob.name]) + (x - 1)
                 out[knob.name] = values[min(max(i, 0), len(values) - 1)]
         return out
+
+    def _entries(self, action: Any) -> list[int]:
+        """The action as a list of ints, or ActionError if it is not in the space."""
+        bounds = self._bounds
+        if (
+            isinstance(action, np.ndarray)
+            and action.dtype.kind in "iu"
+            and action.shape == (len(bounds),)
+        ):
+            entries = action.tolist()
+            if all(0 <= x < n for x, n in zip(entries, bounds, strict=True)):
+                return entries
+        try:
+            entries = action.tolist() if isinstance(action, np.ndarray) else list(action)
+        except TypeError:
+            entries = None
+        if (
+            entries is None
+            or len(entries) != len(bounds)
+            or not all(
+                isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+                for x in entries
+            )
+            or any(x != int(x) for x in entries)
+        ):
+            raise ActionError(
+                f"action {action!r} is not in the action space: expected "
+                f"{len(bounds)} integers with bounds {bounds} "
+                f"(mode {self.mode!r}, knobs {[k.name for k in self.knobs]})"
+            )
+        entries = [int(x) for x in entries]
+        if any(not 0 <= x < n for x, n in zip(entries, bounds, strict=True)):
+            raise ActionError(
+                f"action {entries} is outside the action space: each entry i must be in "
+                f"[0, {bounds}[i]) (mode {self.mode!r}, knobs {[k.name for k in self.knobs]})"
+            )
+        return entries
 
     def encode(self, target: Mapping[str, Any], current: Mapping[str, Any]) -> np.ndarray:
         """The action that moves from ``current`` towards ``target`` knob values."""

@@ -1,27 +1,67 @@
 """Named metrics: what an agent observes, with the PromQL that measures it on real infrastructure.
 
 Each :class:`Metric` has a name, a unit, a meaning and a PromQL template. The pulumi
-backend runs the PromQL against the deployment's Prometheus; the digital twin computes
-the same quantity directly. ``{window}`` in a template is replaced by the step length
-(for example ``30s``), so every rate and quantile covers exactly one environment step.
+backend runs the PromQL against the deployment's Prometheus (through
+:class:`infragym.prometheus.PrometheusSource`); the digital twin computes the same
+quantity directly. ``{window}`` in a template is replaced by the step length, formatted
+by :func:`format_window` (for example ``30s``), so every rate and quantile covers exactly
+one environment step ending at the time of the query; ``{app}`` is the heater's
+Deployment and container name.
 
-Series each metric needs, and who exports them:
+Series each metric reads, and who exports them (metric and label names as those
+projects publish them):
 
-- ``heater_requests_total{code}``, ``heater_request_duration_seconds_bucket``,
-  ``heater_requests_in_flight``: the heater app (prometheus_client).
-- ``siege_requests_sent_total``, ``siege_requests_failed_total{reason}``,
-  ``siege_request_duration_seconds_bucket``, ``siege_target_rate``: the siege-engine.
-- ``kube_deployment_spec_replicas``, ``kube_deployment_status_replicas_ready``,
-  ``kube_node_status_condition``, ``kube_pod_status_phase``,
-  ``kube_pod_container_resource_requests``, ``kube_pod_container_resource_limits``:
-  kube-state-metrics.
-- ``container_cpu_usage_seconds_total``: the kubelet's cAdvisor endpoint.
+- heater app (prometheus_client): ``heater_requests_total{code}``.
+  It also exports ``heater_request_duration_seconds`` (server-side histogram),
+  ``heater_requests_in_flight`` and ``heater_cpu_seconds_total``, which no named metric
+  reads (they are for dashboards and debugging).
+- siege-engine: ``siege_requests_sent_total``, ``siege_requests_completed_total``
+  (answered with a status below 400), ``siege_requests_failed_total{reason}``,
+  ``siege_request_duration_seconds_bucket{le}`` (client latency of completed
+  requests). ``siege_target_rate`` (the scheduled rate) is not read.
+- kube-state-metrics (``docs/metrics/workload/*.md``, ``docs/metrics/cluster/node-metrics.md``):
+  ``kube_deployment_spec_replicas{namespace,deployment}``,
+  ``kube_deployment_status_replicas_ready{namespace,deployment}``,
+  ``kube_node_status_condition{node,condition,status}`` (one series per status, value
+  0 or 1), ``kube_pod_status_phase{namespace,pod,uid,phase}`` (one series per phase,
+  value 0 or 1), ``kube_pod_status_ready{namespace,pod,uid,condition}``,
+  ``kube_pod_container_resource_requests`` and ``kube_pod_container_resource_limits``
+  ``{namespace,pod,uid,container,node,resource,unit}`` (CPU in ``unit="core"``).
+- kubelet's cAdvisor endpoint (``/metrics/cadvisor``):
+  ``container_cpu_usage_seconds_total{namespace,pod,container,cpu,id,image,name}``.
 
-The k8s/prometheus layer scrapes all of them.
+The k8s/prometheus layer scrapes all of them; kube-state-metrics must be scraped with
+``honor_labels: true`` so its ``namespace``/``pod`` labels are not renamed to
+``exported_*`` by the target's own labels.
+
+Details the expressions take care of:
+
+- **Absence means zero for rates and counts.** A counter or gauge with no series (the
+  app has not been scraped yet, no Deployment, no Pending pod) reads as 0: those
+  expressions end in ``or vector(0)``.
+- **Undefined stays undefined.** Quantiles with no completed request in the window come
+  out NaN (``histogram_quantile`` of empty buckets), and ratios whose denominator is
+  zero come out empty (the denominator is filtered with ``> 0``). The metrics source
+  reports both as NaN and lists the name as missing; see :mod:`infragym.prometheus`.
+- **Error ratio over outcomes.** ``error_ratio`` divides failures by requests that
+  *finished* in the window (completed + failed), both counted when the outcome is known.
+  Dividing by requests *sent* mixes event times (a request sent at the end of one step
+  fails by timeout in the next), so it can exceed 1 after a drop in load; in steady
+  state both are the same share, which is what the twin computes.
+- **No double counting in cAdvisor.** The kubelet also exposes a pod-level cgroup series
+  (``container=""``) and, with dockershim, the pause container (``container="POD"``);
+  both would count the heater's CPU twice. Selecting ``container="{app}"`` excludes them.
+- **Utilisation over Ready pods.** Requests and limits are summed over heater pods whose
+  ``kube_pod_status_ready{condition="true"}`` is 1: a Pending pod requests CPU but uses
+  none, and counting it would make the pods look idle exactly when the cluster has no
+  room. This is also what the twin divides by.
+- **Duplicate kube-state-metrics series** (two replicas, or two scrape jobs) are folded
+  with ``max by`` the object's identity before summing.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -52,10 +92,46 @@ class Metric:
         return self.promql.format(window=window, app=app)
 
 
+def format_window(seconds: float) -> str:
+    """Format a step length as a Prometheus duration for ``{window}``.
+
+    Whole seconds give ``"30s"``; anything else is rounded to whole milliseconds
+    (``1.5`` gives ``"1500ms"``), the finest unit PromQL durations take.
+
+    Args:
+        seconds: Window length in seconds; must be at least 1 ms.
+
+    Raises:
+        ValueError: If ``seconds`` is not finite or is below 1 ms.
+    """
+    if not math.isfinite(seconds) or seconds < 0.001:
+        raise ValueError(f"a metrics window must be at least 1 ms, got {seconds!r} s")
+    ms = round(seconds * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
 def _quantile(q: float) -> str:
+    # Client-side latency (siege-engine), so queueing in front of the pods counts.
+    # With no completed request in the window every bucket rate is 0 and the result is
+    # NaN: the source reports that as missing.
     return (
         f"histogram_quantile({q}, sum by (le) "
         "(rate(siege_request_duration_seconds_bucket[{window}])))"
+    )
+
+
+def _cpu_utilisation(kind: str) -> str:
+    # CPU cores the heater containers used over the window, divided by the CPU
+    # requests (or limits) of the heater pods that are Ready. Empty when no heater pod is
+    # Ready or none sets the resource (denominator filtered by > 0).
+    return (
+        'sum(rate(container_cpu_usage_seconds_total{{container="{app}"}}[{window}])) / ('
+        "sum("
+        f"max by (namespace, pod, container) (kube_pod_container_resource_{kind}"
+        '{{container="{app}",resource="cpu"}})'
+        " * on (namespace, pod) group_left() "
+        'max by (namespace, pod) (kube_pod_status_ready{{condition="true"}} == 1)'
+        ") > 0)"
     )
 
 
@@ -66,14 +142,14 @@ METRICS: dict[str, Metric] = {
             "request_rate",
             "req/s",
             "Requests the heater answered per second over the step (any status).",
-            "sum(rate(heater_requests_total[{window}]))",
+            "sum(rate(heater_requests_total[{window}])) or vector(0)",
             1000.0,
         ),
         Metric(
             "offered_rate",
             "req/s",
             "Requests the load generator sent per second over the step.",
-            "sum(rate(siege_requests_sent_total[{window}]))",
+            "sum(rate(siege_requests_sent_total[{window}])) or vector(0)",
             1000.0,
         ),
         Metric(
@@ -100,53 +176,56 @@ METRICS: dict[str, Metric] = {
         Metric(
             "error_ratio",
             "ratio",
-            "Share of sent requests that failed (timeouts, connection errors, 5xx).",
-            "sum(rate(siege_requests_failed_total[{window}])) "
-            "/ sum(rate(siege_requests_sent_total[{window}]))",
+            "Share of requests finishing in the step that failed (timeouts, connection "
+            "errors, 5xx, overflow).",
+            "(sum(rate(siege_requests_failed_total[{window}])) or vector(0)) / ("
+            'sum(rate({{__name__=~"siege_requests_(completed|failed)_total"}}[{window}]))'
+            " > 0)",
             1.0,
         ),
         Metric(
             "cpu_utilisation_requests",
             "ratio",
-            "CPU used by the heater pods divided by the CPU they request.",
-            'sum(rate(container_cpu_usage_seconds_total{{container="{app}"}}[{window}])) '
-            '/ sum(kube_pod_container_resource_requests{{container="{app}",resource="cpu"}})',
+            "CPU used by the heater pods divided by the CPU requested by the Ready ones.",
+            _cpu_utilisation("requests"),
             1.5,
         ),
         Metric(
             "cpu_utilisation_limits",
             "ratio",
-            "CPU used by the heater pods divided by their CPU limits.",
-            'sum(rate(container_cpu_usage_seconds_total{{container="{app}"}}[{window}])) '
-            '/ sum(kube_pod_container_resource_limits{{container="{app}",resource="cpu"}})',
+            "CPU used by the heater pods divided by the CPU limits of the Ready ones.",
+            _cpu_utilisation("limits"),
             1.0,
         ),
         Metric(
             "replicas_desired",
             "count",
             "Replicas the heater Deployment asks for (spec.replicas).",
-            'sum(kube_deployment_spec_replicas{{deployment="{app}"}})',
+            "sum(max by (namespace, deployment) "
+            '(kube_deployment_spec_replicas{{deployment="{app}"}})) or vector(0)',
             20.0,
         ),
         Metric(
             "replicas_ready",
             "count",
             "Heater replicas that are Ready.",
-            'sum(kube_deployment_status_replicas_ready{{deployment="{app}"}})',
+            "sum(max by (namespace, deployment) "
+            '(kube_deployment_status_replicas_ready{{deployment="{app}"}})) or vector(0)',
             20.0,
         ),
         Metric(
             "nodes_ready",
             "count",
             "Cluster nodes whose Ready condition is true.",
-            'sum(kube_node_status_condition{{condition="Ready",status="true"}})',
+            "sum(max by (node) "
+            '(kube_node_status_condition{{condition="Ready",status="true"}})) or vector(0)',
             10.0,
         ),
         Metric(
             "pods_pending",
             "count",
             "Pods in phase Pending (for example, waiting for room on a node).",
-            'sum(kube_pod_status_phase{{phase="Pending"}})',
+            'sum(max by (namespace, pod) (kube_pod_status_phase{{phase="Pending"}})) or vector(0)',
             20.0,
         ),
         Metric(

@@ -11,6 +11,7 @@ import numpy as np
 from infragym import catalog
 from infragym.agents.base import CompositeAgent, KnobAgent
 from infragym.errors import ConfigError
+from infragym.twin.twin import hpa_proposal
 
 
 class RandomAgent:
@@ -51,6 +52,7 @@ class HPAAgent(KnobAgent):
         knob: Name of the replicas knob.
         min_replicas: Lower bound of recommendations.
         max_replicas: Upper bound (also clipped to the knob's domain).
+        cpu_request: CPU request of one pod, in cores (utilisation is relative to it).
     """
 
     name = "hpa"
@@ -63,8 +65,10 @@ class HPAAgent(KnobAgent):
         max_replicas: int = 30,
         tolerance: float = 0.1,
         scale_down_window_s: float = 300.0,
+        cpu_request: float = 0.25,
     ) -> None:
         self.target = target_utilisation
+        self.cpu_request = cpu_request
         self.knob = knob
         self.min_replicas, self.max_replicas = min_replicas, max_replicas
         self.tolerance = tolerance
@@ -81,8 +85,9 @@ class HPAAgent(KnobAgent):
         utilisation = m["cpu_utilisation_requests"]
         if math.isnan(utilisation) or m["replicas_ready"] < 1:
             return {}
-        ratio = utilisation / self.target
-        proposal = current if abs(ratio - 1.0) <= self.tolerance else math.ceil(current * ratio)
+        ready = int(m["replicas_ready"])
+        busy = utilisation * ready * self.cpu_request
+        proposal = hpa_proposal(busy, self.cpu_request, ready, current, self.target, self.tolerance)
         self.history = [(t, r) for t, r in self.history if self.time_s - t < self.window]
         self.history.append((self.time_s, proposal))
         desired = proposal if proposal >= current else max(r for _, r in self.history)
@@ -92,8 +97,8 @@ class HPAAgent(KnobAgent):
 class ClusterAutoscalerAgent(KnobAgent):
     """A cluster-autoscaler-like node rule.
 
-    Adds a node while pods are Pending and the node it added last has become Ready; removes one node when the
-    heater's CPU requests would fit on one node fewer at under ``scale_down_utilisation``
+    Adds a node while pods are Pending and the node it added last has become Ready;
+    removes one node when the heater's CPU requests would fit on one node fewer at under ``scale_down_utilisation``
     of allocatable CPU for ``scale_down_delay_s`` (the autoscaler's defaults: 0.5 and 10
     minutes).
 

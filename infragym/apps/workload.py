@@ -14,6 +14,7 @@ runs.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from pathlib import Path
 from typing import Annotated, Literal
@@ -60,8 +61,8 @@ class CpuWork(_Model):
         timeout_s: Requests waiting longer than this in the server are answered 503 (kept
             below the siege-engine's client timeout, so an overloaded pod sheds load with
             fast 503s instead of serving requests the client has given up on).
-        workers: Worker processes per pod sharing one listening socket, hence one queue:
-            a pod is an M/G/c queue with ``c = workers``.
+        workers: Worker processes per pod, fed from one FIFO queue in the heater: a pod
+            is an M/G/c queue with ``c = workers``.
         db_query: Optional SQL run per request when a database DSN is configured.
     """
 
@@ -82,8 +83,10 @@ class CpuWork(_Model):
         if self.distribution == "constant":
             return self.mean_ms
         if self.distribution == "exponential":
-            return float(rng.exponential(self.mean_ms)) if hasattr(rng, "exponential") else (
-                rng.expovariate(1.0 / self.mean_ms)
+            return (
+                float(rng.exponential(self.mean_ms))
+                if hasattr(rng, "exponential")
+                else (rng.expovariate(1.0 / self.mean_ms))
             )
         sigma2 = math.log1p(self.cv**2)
         mu = math.log(self.mean_ms) - sigma2 / 2
@@ -146,7 +149,7 @@ class Step(_Model):
             edges.append(k * self.step_seconds)
             k += 1
         edges.append(t1)
-        return sum(self.rate_at(a) * (b - a) for a, b in zip(edges, edges[1:], strict=False))
+        return sum(self.rate_at(a) * (b - a) for a, b in itertools.pairwise(edges))
 
 
 class Diurnal(_Model):
@@ -159,7 +162,9 @@ class Diurnal(_Model):
     phase: float = 0.0
 
     def rate_at(self, t: float) -> float:
-        return max(0.0, self.base + self.amplitude * math.sin(2 * math.pi * (t + self.phase) / self.period))
+        return max(
+            0.0, self.base + self.amplitude * math.sin(2 * math.pi * (t + self.phase) / self.period)
+        )
 
     def integral(self, t0: float, t1: float) -> float:
         """Requests scheduled in ``[t0, t1)`` (exact while the sine stays above 0)."""
@@ -243,7 +248,7 @@ class Trace(_Model):
         if self.loop:
             return _midpoint(self.rate_at, t0, t1)
         edges = [t0, *(p[0] for p in self.points if t0 < p[0] < t1), t1]
-        return sum(self.rate_at(a) * (b - a) for a, b in zip(edges, edges[1:], strict=False))
+        return sum(self.rate_at(a) * (b - a) for a, b in itertools.pairwise(edges))
 
 
 ScheduleShape = Annotated[

@@ -91,7 +91,9 @@ class LayerRun:
         found = [r for r in self.by_type(type_token) if name is None or r.name == name]
         if len(found) != 1:
             have = [(r.type, r.name) for r in self.resources]
-            raise AssertionError(f"expected one {type_token} {name or ''}, found {len(found)} in {have}")
+            raise AssertionError(
+                f"expected one {type_token} {name or ''}, found {len(found)} in {have}"
+            )
         return found[0]
 
 
@@ -175,7 +177,7 @@ def run_layer(
     run = LayerRun(layer=layer_name)
 
     class Recorder(pmocks.MockMonitor):
-        def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        def RegisterResource(self, request):
             if request.type != "pulumi:pulumi:Stack":
                 raw = rpc.deserialize_properties(request.object, keep_unknowns=True)
                 secret = frozenset(k for k, v in raw.items() if _unwrap_secrets(v)[1])
@@ -268,7 +270,18 @@ def graph_key(specs: Sequence[LayerSpec], deployment: str) -> str:
         return value
 
     return json.dumps(
-        [deployment, [(s.name, plain(dict(s.settings)) if isinstance(s.settings, Mapping) else plain(s.settings)) for s in specs]],
+        [
+            deployment,
+            [
+                (
+                    s.name,
+                    plain(dict(s.settings))
+                    if isinstance(s.settings, Mapping)
+                    else plain(s.settings),
+                )
+                for s in specs
+            ],
+        ],
         sort_keys=True,
         default=plain,
     )

@@ -32,7 +32,9 @@ def render_ansi(env: Any) -> str:
         lines.append(f"  {layer:<18} {kinds}")
     lines.append("knobs:")
     for k in env.knobs:
-        lines.append(f"  {k.name:<18} {env.knob_values.get(k.name)!s:<14} ({k.layer} {k.resource} {k.path})")
+        lines.append(
+            f"  {k.name:<18} {env.knob_values.get(k.name)!s:<14} ({k.layer} {k.resource} {k.path})"
+        )
     lines.append("metrics:")
     last = env.history[-1] if env.history else {}
     for name in env.metric_names:
@@ -62,7 +64,13 @@ def figure(env: Any):
                     w = pod.workload
                     color = {"heater": "tab:red", "siege": "tab:blue"}.get(w.role, "tab:gray")
                     ax_nodes.add_patch(
-                        plt.Rectangle((i * 1.2 + 0.05, used), 0.9, w.cpu_request, color=color, alpha=0.7 if pod.ready(twin.t) else 0.3)
+                        plt.Rectangle(
+                            (i * 1.2 + 0.05, used),
+                            0.9,
+                            w.cpu_request,
+                            color=color,
+                            alpha=0.7 if pod.ready(twin.t) else 0.3,
+                        )
                     )
                     used += w.cpu_request
             ax_nodes.text(i * 1.2 + 0.5, -0.3, node.size.slug, ha="center", fontsize=6, rotation=15)

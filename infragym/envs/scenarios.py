@@ -53,9 +53,7 @@ def spikes(rng: np.random.Generator, episode_s: float) -> Schedule:
 
 def ramp(rng: np.random.Generator, episode_s: float) -> Schedule:
     """A linear ramp over the episode (mostly up, sometimes down)."""
-    start, end = ((20.0, 120.0), (20.0, 180.0), (50.0, 200.0), (150.0, 30.0))[
-        int(rng.integers(4))
-    ]
+    start, end = ((20.0, 120.0), (20.0, 180.0), (50.0, 200.0), (150.0, 30.0))[int(rng.integers(4))]
     return Schedule(shape=Ramp(start=start, end=end, duration=episode_s))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,7 +19,14 @@ from infragym.knobs import ActionCodec, ActionMode, Choice, IntRange, Knob, get_
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 NODE_POOL = "digitalocean:index/kubernetesNodePool:KubernetesNodePool"
 
-LAYERS = ("do-core", "do-managed-k8s", "k8s-core", "k8s-prometheus", "k8s-heater", "k8s-siege-engine")
+LAYERS = (
+    "do-core",
+    "do-managed-k8s",
+    "k8s-core",
+    "k8s-prometheus",
+    "k8s-heater",
+    "k8s-siege-engine",
+)
 OBSERVED_METRICS = (
     "request_rate", "offered_rate", "latency_p50", "latency_p95", "latency_p99",
     "error_ratio", "cpu_utilisation_requests", "cpu_utilisation_limits",
@@ -44,14 +50,38 @@ def default_knobs(
     for slug in node_sizes:
         if slug not in catalog.doks_node_sizes():
             raise ConfigError(
-                "node_size knob: " + catalog.unknown_choice("DOKS node size", slug, catalog.doks_node_sizes())
+                "node_size knob: "
+                + catalog.unknown_choice("DOKS node size", slug, catalog.doks_node_sizes())
             )
     limits = "spec.template.spec.containers[0].resources.limits.cpu"
     return (
-        Knob("heater_replicas", "k8s-heater", DEPLOYMENT, "heater", "spec.replicas", IntRange(1, max_replicas)),
-        Knob("heater_cpu_limit", "k8s-heater", DEPLOYMENT, "heater", limits, Choice(tuple(cpu_limits))),
-        Knob("node_count", "do-managed-k8s", NODE_POOL, "workers", "nodeCount", IntRange(1, max_nodes)),
-        Knob("node_size", "do-managed-k8s", NODE_POOL, "workers", "size", Choice(tuple(node_sizes))),
+        Knob(
+            "heater_replicas",
+            "k8s-heater",
+            DEPLOYMENT,
+            "heater",
+            "spec.replicas",
+            IntRange(1, max_replicas),
+        ),
+        Knob(
+            "heater_cpu_limit",
+            "k8s-heater",
+            DEPLOYMENT,
+            "heater",
+            limits,
+            Choice(tuple(cpu_limits)),
+        ),
+        Knob(
+            "node_count",
+            "do-managed-k8s",
+            NODE_POOL,
+            "workers",
+            "nodeCount",
+            IntRange(1, max_nodes),
+        ),
+        Knob(
+            "node_size", "do-managed-k8s", NODE_POOL, "workers", "size", Choice(tuple(node_sizes))
+        ),
     )
 
 
@@ -75,12 +105,12 @@ class SimpleK8sWebAppEnv(gym.Env):
     0 (one step down), 1 (keep) or 2 (one step up); in ``absolute`` mode it is the index of
     the value.
 
-    | Num | Knob             | Resource property                                        | Domain                     |
-    |-----|------------------|----------------------------------------------------------|----------------------------|
-    | 0   | heater_replicas  | Deployment ``heater`` ``spec.replicas``                  | 1 … 30                     |
-    | 1   | heater_cpu_limit | ``heater`` container ``resources.limits.cpu``            | 250m, 500m, 750m, 1000m    |
-    | 2   | node_count       | KubernetesNodePool ``workers`` ``nodeCount``             | 1 … 10                     |
-    | 3   | node_size        | KubernetesNodePool ``workers`` ``size``                  | s-1vcpu-2gb … s-8vcpu-16gb |
+    | Num | Knob             | Resource, property                                  | Domain        |
+    |-----|------------------|-----------------------------------------------------|---------------|
+    | 0   | heater_replicas  | Deployment heater, spec.replicas                    | 1 … 30        |
+    | 1   | heater_cpu_limit | container heater, resources.limits.cpu              | 250m … 1000m  |
+    | 2   | node_count       | KubernetesNodePool workers, nodeCount               | 1 … 10        |
+    | 3   | node_size        | KubernetesNodePool workers, size                    | 1 … 8 vCPU    |
 
     ## Observation Space
 
@@ -169,8 +199,8 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.backend_name = backend
         self.backend = make_backend(backend, **dict(backend_options or {}))
         self.metric_names = OBSERVED_METRICS
-        self._scales = np.array([metrics.get(n).scale for n in OBSERVED_METRICS], dtype=np.float64)
-        self._knob_sizes = np.array([max(len(k.values) - 1, 1) for k in self.knobs], dtype=np.float64)
+        self._scales = [(n, metrics.get(n).scale) for n in OBSERVED_METRICS]
+        self._knob_spans = [(k, max(len(k.values) - 1, 1)) for k in self.knobs]
         self.action_space = self.codec.space()
         n_obs = len(OBSERVED_METRICS) + len(self.knobs)
         self.observation_space = spaces.Box(0.0, OBS_CLIP, shape=(n_obs,), dtype=np.float32)
@@ -182,7 +212,9 @@ class SimpleK8sWebAppEnv(gym.Env):
     def _layer_settings(overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         unknown = set(overrides) - set(LAYERS)
         if unknown:
-            raise ConfigError(f"settings for unknown layers {sorted(unknown)}; layers: {list(LAYERS)}")
+            raise ConfigError(
+                f"settings for unknown layers {sorted(unknown)}; layers: {list(LAYERS)}"
+            )
         return {name: dict(overrides.get(name, {})) for name in LAYERS}
 
     def _layers(self, schedule) -> list[LayerSpec]:
@@ -218,7 +250,11 @@ class SimpleK8sWebAppEnv(gym.Env):
 
     def step(self, action):
         target = self.codec.decode(action, self.knob_values)
-        changes = [Change(k, target[k.name]) for k in self.knobs if target[k.name] != self.knob_values[k.name]]
+        changes = [
+            Change(k, target[k.name])
+            for k in self.knobs
+            if target[k.name] != self.knob_values[k.name]
+        ]
         layers: tuple[str, ...] = ()
         if changes:
             layers = self.backend.apply(changes).layers_updated
@@ -253,7 +289,9 @@ class SimpleK8sWebAppEnv(gym.Env):
         for k in self.knobs:
             record = by_key.get((k.layer, k.type, k.resource))
             if record is None:
-                raise ConfigError(f"knob {k.name!r}: layer {k.layer!r} has no {k.type} {k.resource!r}")
+                raise ConfigError(
+                    f"knob {k.name!r}: layer {k.layer!r} has no {k.type} {k.resource!r}"
+                )
             value = get_path(record.inputs, k.path)
             if isinstance(k.domain, IntRange):
                 value = int(value)
@@ -261,16 +299,19 @@ class SimpleK8sWebAppEnv(gym.Env):
         return values
 
     def _observation(self, observed: Mapping[str, float]) -> np.ndarray:
-        raw = np.fromiter((observed[n] for n in self.metric_names), dtype=np.float64, count=len(self.metric_names))
-        raw = np.nan_to_num(raw / self._scales, nan=0.0)
-        knobs = np.array([k.index_of(self.knob_values[k.name]) for k in self.knobs], dtype=np.float64)
-        obs = np.concatenate((raw, knobs / self._knob_sizes))
-        return np.clip(obs, 0.0, OBS_CLIP).astype(np.float32)
+        # Plain floats, one array at the end: numpy's per-call overhead dominates at this size.
+        values = []
+        for name, scale in self._scales:
+            v = observed[name] / scale
+            values.append(0.0 if v != v else (OBS_CLIP if v > OBS_CLIP else max(v, 0.0)))
+        for k, span in self._knob_spans:
+            values.append(k.index_of(self.knob_values[k.name]) / span)
+        return np.array(values, dtype=np.float32)
 
     def _info(self, observed: Mapping[str, float], layers: tuple[str, ...]) -> dict[str, Any]:
         return {
             "metrics": observed,
-            "missing": [n for n, v in observed.items() if math.isnan(v)],
+            "missing": [n for n, v in observed.items() if v != v],
             "knobs": dict(self.knob_values),
             "layers_updated": layers,
             **self.backend.info(),

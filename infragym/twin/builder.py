@@ -7,7 +7,7 @@ handler again: there is one reading of every property, not two.
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -85,10 +85,10 @@ def workload_from_deployment(key: tuple[str, str], inputs: Mapping[str, Any]) ->
     env = _env(containers[0])
     role, work, schedule, workers = "other", None, None, 1
     if HEATER_WORK_ENV in env:
-        role, work = "heater", CpuWork.model_validate_json(env[HEATER_WORK_ENV] or "{}")
+        role, work = "heater", _work(env[HEATER_WORK_ENV] or "{}")
         workers = work.workers
     elif SIEGE_SCHEDULE_ENV in env:
-        role, schedule = "siege", Schedule.model_validate_json(env[SIEGE_SCHEDULE_ENV])
+        role, schedule = "siege", _schedule(env[SIEGE_SCHEDULE_ENV])
     metadata = inputs.get("metadata") or {}
     return Workload(
         key=key,
@@ -102,8 +102,17 @@ def workload_from_deployment(key: tuple[str, str], inputs: Mapping[str, Any]) ->
         work=work,
         schedule=schedule,
         workers=workers,
-        template=json.dumps(spec.get("template"), sort_keys=True, default=str),
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _work(text: str) -> CpuWork:
+    return CpuWork.model_validate_json(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _schedule(text: str) -> Schedule:
+    return Schedule.model_validate_json(text)
 
 
 def autoscaler_from_hpa(

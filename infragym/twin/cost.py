@@ -32,7 +32,8 @@ def _n(value: Any, default: float = 0.0) -> float:
 
 
 def _pool_nodes_cost(pool: Mapping[str, Any]) -> float:
-    return catalog.hourly_price(pool["size"]) * _n(pool.get("nodeCount"), 1.0)
+    count = pool.get("nodeCount") or pool.get("minNodes")  # autoscaled pools: at least min
+    return catalog.hourly_price(pool["size"]) * _n(count, 1.0)
 
 
 def resource_hourly_cost(record: ResourceRecord, *, include_nodes: bool = True) -> float | None:

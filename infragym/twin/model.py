@@ -6,7 +6,6 @@ Every number that is not computed comes from :class:`TwinParams`, with its sourc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from infragym.apps.workload import CpuWork, Schedule
 from infragym.catalog import Size
@@ -129,7 +128,6 @@ class Workload:
     schedule: Schedule | None = None
     workers: int = 1
     pods: list[Pod] = field(default_factory=list)
-    template: Any = None
     rollout_done_at: float = 0.0
     prev_cores: float | None = None
 
@@ -138,6 +136,14 @@ class Workload:
 
     def pending(self) -> list[Pod]:
         return [p for p in self.pods if p.node is None]
+
+    @property
+    def template(self) -> tuple:
+        """What a pod of this workload is, as far as the twin is concerned."""
+        return (
+            self.cpu_request, self.memory_request, self.cpu_limit,
+            tuple(sorted(self.node_selector.items())), self.work, self.schedule,
+        )  # fmt: skip
 
     @property
     def cores_per_pod(self) -> float:

@@ -64,9 +64,10 @@ class Twin:
         self.autoscalers: dict[tuple[str, str], Autoscaler] = {}
         self._next_event = _INF
         self._quantile_cache: dict[tuple, tuple[float, float, float, float]] = {}
+        # Records are shared with the backend's graph cache: copy one before writing it.
+        self._owned: set[tuple[str, str]] = set()
         for r in records:
-            key = (r.type, r.name)
-            self.records[key] = ResourceRecord(r.layer, r.type, r.name, copy.deepcopy(r.inputs))
+            self.records[(r.type, r.name)] = r
         for key, r in self.records.items():
             if r.type == CLUSTER:
                 pool = builder.pool_from_cluster(key, r.inputs)
@@ -132,25 +133,42 @@ class Twin:
 
     def set_property(self, type_token: str, name: str, path: str, value: Any) -> None:
         """Set a property of a resource and apply what that changes in the world."""
-        record = self._record(type_token, name)
-        set_path(record.inputs, path, value)
         key = (type_token, name)
+        record = self._record(type_token, name)
+        if key not in self._owned:
+            record = ResourceRecord(
+                record.layer, record.type, record.name, copy.deepcopy(record.inputs)
+            )
+            self.records[key] = record
+            self._owned.add(key)
+        set_path(record.inputs, path, value)
         if type_token in (CLUSTER, NODE_POOL):
-            build = builder.pool_from_cluster if type_token == CLUSTER else builder.pool_from_node_pool
+            build = (
+                builder.pool_from_cluster if type_token == CLUSTER else builder.pool_from_node_pool
+            )
             new = build(key, record.inputs)
             if new is not None:
                 self._update_pool(self.pools[key], new)
         elif type_token == builder.DEPLOYMENT:
-            self._update_workload(self.workloads[key], builder.workload_from_deployment(key, record.inputs))
+            self._update_workload(
+                self.workloads[key], builder.workload_from_deployment(key, record.inputs)
+            )
         elif type_token == builder.HPA:
             self._rebuild_autoscalers()
-        if resource_hourly_cost(record, include_nodes=False) is not None:
+        if (
+            type_token != NODE_POOL
+            and resource_hourly_cost(record, include_nodes=False) is not None
+        ):
             self._static_hourly = self._static_cost()
         self._next_event = self.t  # re-plan from now
 
     def _update_pool(self, pool: NodePool, new: NodePool) -> None:
         t = self.t
-        pool.auto_scale, pool.min_nodes, pool.max_nodes = new.auto_scale, new.min_nodes, new.max_nodes
+        pool.auto_scale, pool.min_nodes, pool.max_nodes = (
+            new.auto_scale,
+            new.min_nodes,
+            new.max_nodes,
+        )
         if new.size.slug != pool.size.slug:
             # Nodes cannot be resized: a new pool comes up, then the old nodes go.
             ready_at = t + self.params.node_boot_s
@@ -224,15 +242,20 @@ class Twin:
 
     def _evict(self, t: float) -> None:
         """Drop nodes removed by ``t``; their pods go back to Pending."""
+        gone = {
+            id(n)
+            for pool in self.pools.values()
+            for n in pool.nodes
+            if n.removed_at is not None and n.removed_at <= t
+        }
+        if not gone:
+            return
+        for w in self.workloads.values():
+            for pod in w.pods:
+                if id(pod.node) in gone:
+                    pod.node, pod.ready_at = None, _INF
         for pool in self.pools.values():
-            gone = [n for n in pool.nodes if n.removed_at is not None and n.removed_at <= t]
-            if not gone:
-                continue
-            for w in self.workloads.values():
-                for pod in w.pods:
-                    if pod.node in gone:
-                        pod.node, pod.ready_at = None, _INF
-            pool.nodes = [n for n in pool.nodes if n not in gone]
+            pool.nodes = [n for n in pool.nodes if id(n) not in gone]
         self._recount_requests()
 
     def _add_pods(self, w: Workload, count: int) -> None:
@@ -261,26 +284,31 @@ class Twin:
                     pod.node.memory_requested += w.memory_request
 
     def _schedule(self, t: float, startup: float | None = None) -> None:
-        """Bind Pending pods to Ready nodes with room (least-allocated first)."""
+        """Bind Pending pods to Ready nodes with room (least-allocated first).
+
+        Pods of one workload are identical, so once one fits nowhere the rest of that
+        workload's Pending pods stay Pending too.
+        """
         startup = self.params.pod_startup_s if startup is None else startup
         ready_nodes = [n for p in self.pools.values() for n in p.nodes if n.ready(t)]
         for w in self.workloads.values():
-            for pod in w.pods:
-                if pod.node is not None:
-                    continue
+            pending = [p for p in w.pods if p.node is None]
+            if not pending:
+                continue
+            selector = w.node_selector.items()
+            nodes = [n for n in ready_nodes if all(n.pool.labels.get(k) == v for k, v in selector)]
+            for pod in pending:
                 best, best_free = None, -1.0
-                for n in ready_nodes:
-                    if not n.fits(pod) or any(
-                        n.pool.labels.get(k) != v for k, v in w.node_selector.items()
-                    ):
-                        continue
-                    free = 1.0 - n.cpu_requested / n.cpu
-                    if free > best_free:
-                        best, best_free = n, free
-                if best is not None:
-                    pod.node, pod.ready_at = best, t + startup
-                    best.cpu_requested += w.cpu_request
-                    best.memory_requested += w.memory_request
+                for n in nodes:
+                    if n.fits(pod):
+                        free = 1.0 - n.cpu_requested / n.cpu
+                        if free > best_free:
+                            best, best_free = n, free
+                if best is None:
+                    break
+                pod.node, pod.ready_at = best, t + startup
+                best.cpu_requested += w.cpu_request
+                best.memory_requested += w.memory_request
 
     def _plan(self, t: float) -> float:
         """Apply what is due at ``t`` and return the time of the next event."""
@@ -308,32 +336,49 @@ class Twin:
     def _serving_plan(self, t: float) -> _Plan:
         """Everything about serving that holds until the next event."""
         plan = _Plan()
-        shares = self._node_shares(t)
-        groups: dict[tuple, list] = {}
+        # CPU a node's pods may want: busy heater pods their cores, the others their requests.
+        demand: dict[int, float] = {}
+        heater_ready: list[tuple[Workload, Node]] = []
         for w in self.workloads.values():
-            ready = w.ready_pods(t)
+            heater = w.role == "heater" and w.work is not None
+            ready = 0
+            for pod in w.pods:
+                node = pod.node
+                if node is None:
+                    plan.pods_pending += 1
+                    continue
+                if pod.ready_at <= t:
+                    ready += 1
+                    if heater:
+                        heater_ready.append((w, node))
+                        demand[id(node)] = demand.get(id(node), 0.0) + w.cores_per_pod
+                        continue
+                demand[id(node)] = demand.get(id(node), 0.0) + w.cpu_request
             if w.role == "siege" and w.schedule is not None and ready:
                 plan.schedules.append(w.schedule)
-            if w.role != "heater" or w.work is None:
-                plan.pods_pending += sum(1 for p in w.pods if p.node is None)
-                continue
-            plan.replicas_desired += w.replicas
-            plan.replicas_ready += len(ready)
-            plan.pods_pending += sum(1 for p in w.pods if p.node is None)
-            plan.requested_cpu += w.cpu_request * len(ready)
-            plan.limit_cpu += (w.cpu_limit if w.cpu_limit is not None else _NAN) * len(ready)
-            cores = w.prev_cores if w.prev_cores is not None else w.cores_per_pod
+            if heater:
+                plan.replicas_desired += w.replicas
+                plan.replicas_ready += ready
+                plan.requested_cpu += w.cpu_request * ready
+                plan.limit_cpu += (w.cpu_limit if w.cpu_limit is not None else _NAN) * ready
+        groups: dict[tuple, list[int]] = {}
+        for w, node in heater_ready:
             work = w.work
-            for pod in ready:
-                speed = min(1.0, cores / w.workers) * shares.get(id(pod.node), 1.0)
-                mu = speed / (work.mean_ms / 1000.0)
-                key = (w.workers, mu, work.scv, work.timeout_s, work.mean_ms / 1000.0)
-                groups.setdefault(key, [0])[0] += 1
+            assert work is not None
+            cores = w.prev_cores if w.prev_cores is not None else w.cores_per_pod
+            share = min(1.0, node.cpu / demand[id(node)])
+            mu = min(1.0, cores / w.workers) * share / (work.mean_ms / 1000.0)
+            key = (w.workers, mu, work.scv, work.timeout_s, work.mean_ms / 1000.0)
+            groups.setdefault(key, [0])[0] += 1
         plan.groups = [(n[0], *key) for key, n in groups.items()]
-        plan.heater_pods = sum(g[0] for g in plan.groups)
-        ready_nodes = [n for p in self.pools.values() for n in p.nodes if n.ready(t)]
-        plan.nodes_ready = len(ready_nodes)
-        plan.hourly = self._static_hourly + sum(n.size.price_hourly_usd for n in ready_nodes)
+        plan.heater_pods = len(heater_ready)
+        hourly = self._static_hourly
+        for pool in self.pools.values():
+            for n in pool.nodes:
+                if n.ready(t):
+                    plan.nodes_ready += 1
+                    hourly += n.size.price_hourly_usd
+        plan.hourly = hourly
         return plan
 
     # ----------------------------------------------------------------- time
@@ -431,22 +476,6 @@ class Twin:
         self._quantile_cache[key] = out
         return out
 
-    def _node_shares(self, t: float) -> dict[int, float]:
-        """Share of its CPU a busy heater pod gets on each node (1 unless oversubscribed)."""
-        demand: dict[int, float] = {}
-        capacity: dict[int, float] = {}
-        for w in self.workloads.values():
-            for pod in w.pods:
-                if pod.node is None:
-                    continue
-                key = id(pod.node)
-                capacity[key] = pod.node.cpu
-                if w.role == "heater" and pod.ready(t):
-                    demand[key] = demand.get(key, 0.0) + w.cores_per_pod
-                else:
-                    demand[key] = demand.get(key, 0.0) + w.cpu_request
-        return {k: min(1.0, capacity[k] / d) for k, d in demand.items() if d > 0}
-
     def _metrics(self, acc: _Accumulator, seconds: float) -> dict[str, float]:
         plan = self._current
         served = acc.served
@@ -477,10 +506,11 @@ class Twin:
             ready = len(w.ready_pods(t))
             if ready == 0:
                 continue
-            utilisation = (acc.busy_cpu / seconds) / (ready * w.cpu_request)
-            ratio = utilisation / hpa.target_utilisation
             current = w.replicas
-            proposal = current if abs(ratio - 1.0) <= params.hpa_tolerance else math.ceil(current * ratio)
+            proposal = hpa_proposal(
+                acc.busy_cpu / seconds, w.cpu_request, ready, current,
+                hpa.target_utilisation, params.hpa_tolerance,
+            )  # fmt: skip
             hpa.history = [(s, r) for s, r in hpa.history if t - s < hpa.scale_down_window_s]
             hpa.history.append((t, proposal))
             desired = proposal if proposal >= current else max(r for _, r in hpa.history)
@@ -505,7 +535,9 @@ class Twin:
         ]
         booting = [n for n in live if not n.ready(t)]
         if pending and not booting and len(live) < pool.max_nodes:
-            need = math.ceil(sum(p.workload.cpu_request for p in pending) / pool.size.allocatable_cpu)
+            need = math.ceil(
+                sum(p.workload.cpu_request for p in pending) / pool.size.allocatable_cpu
+            )
             add = min(max(need, 1), pool.max_nodes - len(live))
             self._add_nodes(pool, add, t + params.node_boot_s)
             pool.count = len(pool.live())
@@ -518,7 +550,10 @@ class Twin:
                 node.unneeded_since = node.unneeded_since if node.unneeded_since is not None else t
             else:
                 node.unneeded_since = None
-        others_free = lambda n: sum(o.cpu - o.cpu_requested for o in live if o is not n and o.ready(t))  # noqa: E731
+
+        def others_free(node: Node) -> float:
+            return sum(o.cpu - o.cpu_requested for o in live if o is not node and o.ready(t))
+
         for node in live:
             if (
                 node.unneeded_since is not None
@@ -530,6 +565,33 @@ class Twin:
                 self._evict(t)
                 self._next_event = t
                 return
+
+
+def hpa_proposal(
+    busy_cores: float,
+    cpu_request: float,
+    ready: int,
+    current: int,
+    target: float,
+    tolerance: float,
+) -> int:
+    """The HPA's replica recommendation (Kubernetes' algorithm, CPU resource metric).
+
+    ``ceil(current × utilisation / target)``, unchanged within the tolerance. As the HPA
+    documentation prescribes, pods that are not Ready yet count as 0 % busy when the
+    ratio points up (so Pending pods do not make it scale without bound), while a
+    scale-down looks at the Ready pods only.
+    """
+    ready_ratio = busy_cores / (ready * cpu_request) / target
+    if ready_ratio > 1.0:
+        ratio = busy_cores / (max(current, ready) * cpu_request) / target
+        if ratio <= 1.0:
+            return current
+    else:
+        ratio = ready_ratio
+    if abs(ratio - 1.0) <= tolerance:
+        return current
+    return math.ceil(current * ratio)
 
 
 class _Plan:

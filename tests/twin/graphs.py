@@ -15,7 +15,9 @@ CLUSTER = "digitalocean:index/kubernetesCluster:KubernetesCluster"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 
 
-def deployment(name, replicas, env, cpu_request="250m", cpu_limit="500m", memory="128Mi", selector=None):
+def deployment(
+    name, replicas, env, cpu_request="250m", cpu_limit="500m", memory="128Mi", selector=None
+):
     container = {
         "name": name,
         "env": [{"name": k, "value": v} for k, v in env.items()],
@@ -31,7 +33,10 @@ def deployment(name, replicas, env, cpu_request="250m", cpu_limit="500m", memory
         "k8s-" + name,
         DEPLOYMENT,
         name,
-        {"metadata": {"name": name}, "spec": {"replicas": float(replicas), "template": {"spec": pod_spec}}},
+        {
+            "metadata": {"name": name},
+            "spec": {"replicas": float(replicas), "template": {"spec": pod_spec}},
+        },
     )
 
 
@@ -91,7 +96,11 @@ def web_app(
                 "heater",
                 {
                     "spec": {
-                        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "heater"},
+                        "scaleTargetRef": {
+                            "apiVersion": "apps/v1",
+                            "kind": "Deployment",
+                            "name": "heater",
+                        },
                         "minReplicas": float(hpa.get("min", 1)),
                         "maxReplicas": float(hpa.get("max", 20)),
                         "metrics": [
@@ -99,7 +108,10 @@ def web_app(
                                 "type": "Resource",
                                 "resource": {
                                     "name": "cpu",
-                                    "target": {"type": "Utilization", "averageUtilization": float(hpa.get("target", 70))},
+                                    "target": {
+                                        "type": "Utilization",
+                                        "averageUtilization": float(hpa.get("target", 70)),
+                                    },
                                 },
                             }
                         ],

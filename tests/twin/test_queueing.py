@@ -17,14 +17,13 @@ def erlang_c_textbook(c: int, a: float) -> float:
     return top / (sum(a**k / math.factorial(k) for k in range(c)) + top)
 
 
-def simulate_mmc(c: int, mu: float, lam: float, n: int, seed: int, service: str = "exp") -> np.ndarray:
+def simulate_mmc(
+    c: int, mu: float, lam: float, n: int, seed: int, service: str = "exp"
+) -> np.ndarray:
     """Response times of a FIFO M/G/c queue by discrete-event simulation."""
     rng = np.random.default_rng(seed)
     arrivals = np.cumsum(rng.exponential(1 / lam, n))
-    if service == "exp":
-        services = rng.exponential(1 / mu, n)
-    else:
-        services = np.full(n, 1 / mu)
+    services = rng.exponential(1 / mu, n) if service == "exp" else np.full(n, 1 / mu)
     free = [0.0] * c  # when each server becomes free
     heapq.heapify(free)
     out = np.empty(n)

@@ -40,7 +40,9 @@ def test_pod_with_workers_matches_mmc():
 
     work = CpuWork(mean_ms=100.0, distribution="exponential", workers=4, timeout_s=30)
     twin = Twin(
-        web_app(replicas=1, work=work, cpu_limit="4", node_size="s-8vcpu-16gb", schedule=constant(34.0)),
+        web_app(
+            replicas=1, work=work, cpu_limit="4", node_size="s-8vcpu-16gb", schedule=constant(34.0)
+        ),
         params=EXACT,
     )
     m = run(twin, 2)
@@ -117,7 +119,10 @@ def test_episode_cost_is_price_table_over_lifetimes():
 
 def test_hpa_declared_in_graph_scales_to_formula():
     # 100 req/s of 20 ms: 2 cores busy; 250m requests at 70 % target -> ceil(2/0.175) = 12.
-    twin = Twin(web_app(replicas=2, schedule=constant(100.0), hpa={"min": 1, "max": 20, "target": 70}), params=EXACT)
+    twin = Twin(
+        web_app(replicas=2, schedule=constant(100.0), hpa={"min": 1, "max": 20, "target": 70}),
+        params=EXACT,
+    )
     m = run(twin, 40)
     assert m["replicas_desired"] == pytest.approx(math.ceil(2.0 / (0.25 * 0.7)), abs=1)
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up a fresh machine (Python 3.11 + Go + apt) and run the whole test suite.
+# This is the README's test command, and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+bash scripts/install-debian-deps.sh                      # prometheus, shellcheck
+"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+pulumi_dir="$(PYTHON="$PYTHON" bash scripts/install-pulumi-cli.sh | tail -n 1)"  # built once, cached
+export PATH="$pulumi_dir:$PATH"
+export PULUMI_SKIP_UPDATE_CHECK=true
+export PULUMI_PYTHON_CMD="$(command -v "$PYTHON")"
+
+"$PYTHON" -m ruff check .
+"$PYTHON" -m pytest -q -p no:cacheprovider "$@"
