@@ -98,9 +98,9 @@ class ClusterAutoscalerAgent(KnobAgent):
     """A cluster-autoscaler-like node rule.
 
     Adds a node while pods are Pending and the node it added last has become Ready;
-    removes one node when the heater's CPU requests would fit on one node fewer at under ``scale_down_utilisation``
-    of allocatable CPU for ``scale_down_delay_s`` (the autoscaler's defaults: 0.5 and 10
-    minutes).
+    removes one node when the heater's CPU requests would fit on one node fewer at under
+    ``scale_down_utilisation`` of allocatable CPU for ``scale_down_delay_s`` (the
+    autoscaler's defaults: 0.5 and 10 minutes).
 
     Args:
         count_knob: Name of the node-count knob.

@@ -19,7 +19,7 @@ relies on (checked with pulumi 3.272):
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,9 +234,15 @@ def run_layer(
 
 
 def run_layers(
-    specs: Sequence[LayerSpec], deployment: str = "sim"
+    specs: Sequence[LayerSpec],
+    deployment: str = "sim",
+    cache: MutableMapping[str, LayerRun] | None = None,
 ) -> tuple[list[ResourceRecord], dict[str, LayerRun]]:
     """Run several layers in dependency order, passing each one's outputs downstream.
+
+    With a ``cache``, a layer whose settings and upstream outputs were seen before is not
+    run again (a program is a pure function of them), so changing the last layer's
+    settings reruns only that layer.
 
     Returns:
         The custom resources of all layers as :class:`ResourceRecord` (components are
@@ -251,7 +257,13 @@ def run_layers(
         upstream: dict[str, Any] = {}
         for up in upstream_layers(get_layer(name), order):
             upstream.update(runs[up].outputs)
-        runs[name] = run_layer(name, by_name[name].settings, upstream, deployment)
+        key = _plain_json([deployment, name, by_name[name].settings, upstream])
+        run = cache.get(key) if cache is not None else None
+        if run is None:
+            run = run_layer(name, by_name[name].settings, upstream, deployment)
+            if cache is not None:
+                cache[key] = run
+        runs[name] = run
     records = [
         ResourceRecord(layer=name, type=r.type, name=r.name, inputs=r.inputs)
         for name in order
@@ -261,27 +273,18 @@ def run_layers(
     return records, runs
 
 
+def _plain(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "get_secret_value"):
+        return value.get_secret_value()
+    return str(value)
+
+
+def _plain_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=_plain)
+
+
 def graph_key(specs: Sequence[LayerSpec], deployment: str) -> str:
     """A cache key for a set of layer specs (programs are pure functions of settings)."""
-
-    def plain(value: Any) -> Any:
-        if hasattr(value, "model_dump"):
-            return value.model_dump(mode="json")
-        return value
-
-    return json.dumps(
-        [
-            deployment,
-            [
-                (
-                    s.name,
-                    plain(dict(s.settings))
-                    if isinstance(s.settings, Mapping)
-                    else plain(s.settings),
-                )
-                for s in specs
-            ],
-        ],
-        sort_keys=True,
-        default=plain,
-    )
+    return _plain_json([deployment, [(s.name, s.settings) for s in specs]])

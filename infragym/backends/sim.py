@@ -18,20 +18,22 @@ from infragym.twin.model import TwinParams
 from infragym.twin.twin import Twin
 
 _GRAPH_CACHE: OrderedDict[str, list[ResourceRecord]] = OrderedDict()
-_GRAPH_CACHE_SIZE = 64
+_LAYER_CACHE: OrderedDict[str, Any] = OrderedDict()
+_CACHE_SIZE = 256
 
 
 def resource_graph(layers: Sequence[LayerSpec], deployment: str) -> list[ResourceRecord]:
-    """The resource graph of ``layers`` from a mock run, memoised by their settings."""
+    """The resource graph of ``layers`` from mock runs, memoised by settings (per layer too)."""
     from infragym.backends import mockrun
 
     key = mockrun.graph_key(layers, deployment)
     records = _GRAPH_CACHE.get(key)
     if records is None:
-        records, _ = mockrun.run_layers(layers, deployment)
+        records, _ = mockrun.run_layers(layers, deployment, cache=_LAYER_CACHE)
         _GRAPH_CACHE[key] = records
-        if len(_GRAPH_CACHE) > _GRAPH_CACHE_SIZE:
-            _GRAPH_CACHE.popitem(last=False)
+        for cache in (_GRAPH_CACHE, _LAYER_CACHE):
+            while len(cache) > _CACHE_SIZE:
+                cache.popitem(last=False)
     else:
         _GRAPH_CACHE.move_to_end(key)
     return records

@@ -60,12 +60,13 @@ class Node:
     memory_requested: float = 0.0
     removed_at: float | None = None
     unneeded_since: float | None = None
+    demand: float = 0.0  # CPU its pods may want, refreshed by each serving plan
 
     def ready(self, t: float) -> bool:
         return self.ready_at <= t and (self.removed_at is None or self.removed_at > t)
 
-    def fits(self, pod: Pod) -> bool:
-        w = pod.workload
+    def fits(self, w: Workload) -> bool:
+        """Whether one more pod of ``w`` fits the node's allocatable CPU and memory."""
         return (
             self.cpu_requested + w.cpu_request <= self.cpu + 1e-9
             and self.memory_requested + w.memory_request <= self.memory + 1e-9
@@ -85,10 +86,10 @@ class NodePool:
     max_nodes: int = 1
     nodes: list[Node] = field(default_factory=list)
     serial: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def labels(self) -> dict[str, str]:
-        return {POOL_LABEL: self.name}
+    def __post_init__(self) -> None:
+        self.labels = {POOL_LABEL: self.name, **self.labels}
 
     def live(self) -> list[Node]:
         """Nodes not removed (booting or ready)."""
@@ -96,13 +97,30 @@ class NodePool:
 
 
 @dataclass(eq=False, slots=True)
-class Pod:
-    """One pod of a workload; ``node`` is ``None`` while Pending."""
+class PodBatch:
+    """``count`` identical pods of one workload, created, bound and Ready together.
 
-    workload: Workload
+    Pods of a workload are interchangeable, so the twin keeps them in batches rather
+    than one by one: scheduling and serving then cost per batch, not per pod.
+    ``node`` is ``None`` while the batch is Pending.
+    """
+
+    count: int
     created_at: float
     node: Node | None = None
     ready_at: float = float("inf")
+
+    def ready(self, t: float) -> bool:
+        return self.node is not None and self.ready_at <= t
+
+
+@dataclass(frozen=True)
+class PodView:
+    """One pod, for inspection and rendering (the twin itself works on batches)."""
+
+    workload: Workload
+    node: Node | None
+    ready_at: float
 
     def ready(self, t: float) -> bool:
         return self.node is not None and self.ready_at <= t
@@ -127,15 +145,19 @@ class Workload:
     work: CpuWork | None = None
     schedule: Schedule | None = None
     workers: int = 1
-    pods: list[Pod] = field(default_factory=list)
+    batches: list[PodBatch] = field(default_factory=list)
     rollout_done_at: float = 0.0
     prev_cores: float | None = None
 
-    def ready_pods(self, t: float) -> list[Pod]:
-        return [p for p in self.pods if p.ready(t)]
+    @property
+    def pod_count(self) -> int:
+        return sum(b.count for b in self.batches)
 
-    def pending(self) -> list[Pod]:
-        return [p for p in self.pods if p.node is None]
+    def ready_count(self, t: float) -> int:
+        return sum(b.count for b in self.batches if b.ready(t))
+
+    def pending_count(self) -> int:
+        return sum(b.count for b in self.batches if b.node is None)
 
     @property
     def template(self) -> tuple:

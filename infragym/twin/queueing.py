@@ -111,6 +111,8 @@ class Queue:
         if self.scv <= 0.0:
             d = 1.0 / mu
             return d if p <= target else d + math.log(p / target) / theta
+        if self.c == 1 and self.scv == 1.0:
+            return -math.log(target) / (mu - self.lam)  # M/M/1: T ~ Exp(mu - lam)
         log_target = math.log(target)
         # P(S + W > t) <= P(S > t/2) + P(W > t/2) bounds the quantile from above.
         lo, hi = 0.0, -2.0 * math.log(target / 2.0) / min(mu, theta)

@@ -25,6 +25,7 @@ import copy
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from infragym.backends.base import ResourceRecord
@@ -32,7 +33,15 @@ from infragym.errors import ConfigError
 from infragym.knobs import set_path
 from infragym.twin import builder
 from infragym.twin.cost import CLUSTER, NODE_POOL, hourly_cost, resource_hourly_cost
-from infragym.twin.model import Autoscaler, Node, NodePool, Pod, TwinParams, Workload
+from infragym.twin.model import (
+    Autoscaler,
+    Node,
+    NodePool,
+    PodBatch,
+    PodView,
+    TwinParams,
+    Workload,
+)
 from infragym.twin.queueing import Queue
 
 _NAN = float("nan")
@@ -63,6 +72,7 @@ class Twin:
         self.workloads: dict[tuple[str, str], Workload] = {}
         self.autoscalers: dict[tuple[str, str], Autoscaler] = {}
         self._next_event = _INF
+        self._first_removal = _INF  # earliest removed_at among the nodes
         self._quantile_cache: dict[tuple, tuple[float, float, float, float]] = {}
         # Records are shared with the backend's graph cache: copy one before writing it.
         self._owned: set[tuple[str, str]] = set()
@@ -109,9 +119,14 @@ class Twin:
         """Live nodes (booting or Ready), all pools."""
         return [n for p in self.pools.values() for n in p.live()]
 
-    def pods(self) -> list[Pod]:
-        """All pods, all workloads."""
-        return [p for w in self.workloads.values() for p in w.pods]
+    def pods(self) -> list[PodView]:
+        """All pods, all workloads, one by one (for inspection; the twin uses batches)."""
+        return [
+            PodView(w, b.node, b.ready_at)
+            for w in self.workloads.values()
+            for b in w.batches
+            for _ in range(b.count)
+        ]
 
     def hourly_cost(self) -> float:
         """USD per hour now: Ready nodes plus everything else in the graph."""
@@ -142,6 +157,17 @@ class Twin:
             self.records[key] = record
             self._owned.add(key)
         set_path(record.inputs, path, value)
+        self._next_event = self.t  # re-plan from now
+        # Fast paths for the two knobs agents turn most; the general path re-reads all.
+        if type_token == builder.DEPLOYMENT and path == "spec.replicas":
+            w = self.workloads[key]
+            w.replicas = int(value)
+            self._scale(w, w.replicas)
+            return
+        if type_token == NODE_POOL and path == "nodeCount" and not self.pools[key].auto_scale:
+            pool = self.pools[key]
+            self._update_pool(pool, replace(pool, count=int(value)))
+            return
         if type_token in (CLUSTER, NODE_POOL):
             build = (
                 builder.pool_from_cluster if type_token == CLUSTER else builder.pool_from_node_pool
@@ -160,7 +186,6 @@ class Twin:
             and resource_hourly_cost(record, include_nodes=False) is not None
         ):
             self._static_hourly = self._static_cost()
-        self._next_event = self.t  # re-plan from now
 
     def _update_pool(self, pool: NodePool, new: NodePool) -> None:
         t = self.t
@@ -176,6 +201,7 @@ class Twin:
                 node.removed_at = ready_at
             pool.size = new.size
             self._add_nodes(pool, new.count, ready_at)
+            self._first_removal = min(self._first_removal, ready_at)
         else:
             live = [n for n in pool.live() if n.removed_at is None]
             if new.count > len(live):
@@ -185,9 +211,7 @@ class Twin:
         pool.count = new.count
 
     def _update_workload(self, old: Workload, new: Workload) -> None:
-        new.pods = old.pods
-        for pod in new.pods:
-            pod.workload = new
+        new.batches = old.batches
         if new.template != old.template:
             # A rolling update: pods keep serving as they were until the new ones are up.
             new.rollout_done_at = self.t + self.params.pod_startup_s
@@ -238,39 +262,56 @@ class Twin:
         live.sort(key=lambda n: (n.ready(t), n.cpu_requested, -n.created_at))
         for node in live[:count]:
             node.removed_at = t
+        self._first_removal = t
         self._evict(t)
 
     def _evict(self, t: float) -> None:
         """Drop nodes removed by ``t``; their pods go back to Pending."""
+        if self._first_removal > t:
+            return
         gone = {
             id(n)
             for pool in self.pools.values()
             for n in pool.nodes
             if n.removed_at is not None and n.removed_at <= t
         }
-        if not gone:
-            return
         for w in self.workloads.values():
-            for pod in w.pods:
-                if id(pod.node) in gone:
-                    pod.node, pod.ready_at = None, _INF
+            for batch in w.batches:
+                if id(batch.node) in gone:
+                    batch.node, batch.ready_at = None, _INF
         for pool in self.pools.values():
             pool.nodes = [n for n in pool.nodes if id(n) not in gone]
         self._recount_requests()
+        self._first_removal = min(
+            (
+                n.removed_at
+                for p in self.pools.values()
+                for n in p.nodes
+                if n.removed_at is not None
+            ),
+            default=_INF,
+        )
 
     def _add_pods(self, w: Workload, count: int) -> None:
-        w.pods.extend(Pod(workload=w, created_at=self.t) for _ in range(count))
+        if count > 0:
+            w.batches.append(PodBatch(count=count, created_at=self.t))
 
     def _scale(self, w: Workload, replicas: int) -> None:
-        extra = len(w.pods) - replicas
+        extra = w.pod_count - replicas
         if extra < 0:
             self._add_pods(w, -extra)
         elif extra > 0:
             # A ReplicaSet deletes unscheduled pods first, then not-ready, then the newest.
             t = self.t
-            order = sorted(w.pods, key=lambda p: (p.node is not None, p.ready(t), -p.created_at))
-            doomed = set(map(id, order[:extra]))
-            w.pods = [p for p in w.pods if id(p) not in doomed]
+            for batch in sorted(
+                w.batches, key=lambda b: (b.node is not None, b.ready(t), -b.created_at)
+            ):
+                take = min(extra, batch.count)
+                batch.count -= take
+                extra -= take
+                if not extra:
+                    break
+            w.batches = [b for b in w.batches if b.count]
             self._recount_requests()
 
     def _recount_requests(self) -> None:
@@ -278,37 +319,49 @@ class Twin:
             for n in pool.nodes:
                 n.cpu_requested = n.memory_requested = 0.0
         for w in self.workloads.values():
-            for pod in w.pods:
-                if pod.node is not None:
-                    pod.node.cpu_requested += w.cpu_request
-                    pod.node.memory_requested += w.memory_request
+            for b in w.batches:
+                if b.node is not None:
+                    b.node.cpu_requested += w.cpu_request * b.count
+                    b.node.memory_requested += w.memory_request * b.count
 
     def _schedule(self, t: float, startup: float | None = None) -> None:
-        """Bind Pending pods to Ready nodes with room (least-allocated first).
+        """Bind Pending pods to Ready nodes with room, one by one, least-allocated first.
 
         Pods of one workload are identical, so once one fits nowhere the rest of that
         workload's Pending pods stay Pending too.
         """
         startup = self.params.pod_startup_s if startup is None else startup
-        ready_nodes = [n for p in self.pools.values() for n in p.nodes if n.ready(t)]
+        ready_nodes = None
         for w in self.workloads.values():
-            pending = [p for p in w.pods if p.node is None]
+            pending = [b for b in w.batches if b.node is None]
             if not pending:
                 continue
+            if ready_nodes is None:
+                ready_nodes = [n for p in self.pools.values() for n in p.nodes if n.ready(t)]
             selector = w.node_selector.items()
             nodes = [n for n in ready_nodes if all(n.pool.labels.get(k) == v for k, v in selector)]
-            for pod in pending:
-                best, best_free = None, -1.0
-                for n in nodes:
-                    if n.fits(pod):
-                        free = 1.0 - n.cpu_requested / n.cpu
-                        if free > best_free:
-                            best, best_free = n, free
-                if best is None:
-                    break
-                pod.node, pod.ready_at = best, t + startup
-                best.cpu_requested += w.cpu_request
-                best.memory_requested += w.memory_request
+            placed: dict[int, PodBatch] = {}
+            full = False
+            for batch in pending:
+                while batch.count and not full:
+                    best, best_free = None, -1.0
+                    for n in nodes:
+                        if n.fits(w):
+                            free = 1.0 - n.cpu_requested / n.cpu
+                            if free > best_free:
+                                best, best_free = n, free
+                    if best is None:
+                        full = True
+                        break
+                    best.cpu_requested += w.cpu_request
+                    best.memory_requested += w.memory_request
+                    batch.count -= 1
+                    bound = placed.get(id(best))
+                    if bound is None:
+                        bound = placed[id(best)] = PodBatch(0, batch.created_at, best, t + startup)
+                    bound.count += 1
+            if placed:
+                w.batches = [b for b in w.batches if b.count] + list(placed.values())
 
     def _plan(self, t: float) -> float:
         """Apply what is due at ``t`` and return the time of the next event."""
@@ -317,43 +370,63 @@ class Twin:
                 w.prev_cores = None
         self._evict(t)
         self._schedule(t)
-        nxt = _INF
+        nxt = self._first_removal if self._first_removal > t else _INF
         for pool in self.pools.values():
             for n in pool.nodes:
-                if n.ready_at > t:
-                    nxt = min(nxt, n.ready_at)
-                if n.removed_at is not None and n.removed_at > t:
-                    nxt = min(nxt, n.removed_at)
+                if t < n.ready_at < nxt:
+                    nxt = n.ready_at
         for w in self.workloads.values():
-            if w.rollout_done_at > t:
-                nxt = min(nxt, w.rollout_done_at)
-            for pod in w.pods:
-                if t < pod.ready_at < _INF:
-                    nxt = min(nxt, pod.ready_at)
+            if t < w.rollout_done_at < nxt:
+                nxt = w.rollout_done_at
+            for b in w.batches:
+                if t < b.ready_at < nxt:
+                    nxt = b.ready_at
+            if len(w.batches) > 1:
+                self._merge_ready(w, t)
         self._current = self._serving_plan(t)
         return nxt
+
+    @staticmethod
+    def _merge_ready(w: Workload, t: float) -> None:
+        """Fold the Ready batches on each node into one (keeps batch lists short)."""
+        merged: dict[int, PodBatch] = {}
+        rest = []
+        for b in w.batches:
+            if b.node is not None and b.ready_at <= t:
+                m = merged.get(id(b.node))
+                if m is None:
+                    merged[id(b.node)] = b
+                else:
+                    m.count += b.count
+                    m.created_at = max(m.created_at, b.created_at)
+            else:
+                rest.append(b)
+        w.batches = rest + list(merged.values())
 
     def _serving_plan(self, t: float) -> _Plan:
         """Everything about serving that holds until the next event."""
         plan = _Plan()
+        for pool in self.pools.values():
+            for n in pool.nodes:
+                n.demand = 0.0
         # CPU a node's pods may want: busy heater pods their cores, the others their requests.
-        demand: dict[int, float] = {}
-        heater_ready: list[tuple[Workload, Node]] = []
+        heater_ready: list[tuple[Workload, Node, int]] = []
         for w in self.workloads.values():
             heater = w.role == "heater" and w.work is not None
+            busy = w.cores_per_pod if heater else w.cpu_request
             ready = 0
-            for pod in w.pods:
-                node = pod.node
+            for b in w.batches:
+                node = b.node
                 if node is None:
-                    plan.pods_pending += 1
+                    plan.pods_pending += b.count
                     continue
-                if pod.ready_at <= t:
-                    ready += 1
+                if b.ready_at <= t:
+                    ready += b.count
+                    node.demand += busy * b.count
                     if heater:
-                        heater_ready.append((w, node))
-                        demand[id(node)] = demand.get(id(node), 0.0) + w.cores_per_pod
-                        continue
-                demand[id(node)] = demand.get(id(node), 0.0) + w.cpu_request
+                        heater_ready.append((w, node, b.count))
+                else:
+                    node.demand += w.cpu_request * b.count
             if w.role == "siege" and w.schedule is not None and ready:
                 plan.schedules.append(w.schedule)
             if heater:
@@ -362,16 +435,16 @@ class Twin:
                 plan.requested_cpu += w.cpu_request * ready
                 plan.limit_cpu += (w.cpu_limit if w.cpu_limit is not None else _NAN) * ready
         groups: dict[tuple, list[int]] = {}
-        for w, node in heater_ready:
+        for w, node, count in heater_ready:
             work = w.work
             assert work is not None
             cores = w.prev_cores if w.prev_cores is not None else w.cores_per_pod
-            share = min(1.0, node.cpu / demand[id(node)])
+            share = min(1.0, node.cpu / node.demand)
             mu = min(1.0, cores / w.workers) * share / (work.mean_ms / 1000.0)
             key = (w.workers, mu, work.scv, work.timeout_s, work.mean_ms / 1000.0)
-            groups.setdefault(key, [0])[0] += 1
+            groups.setdefault(key, [0])[0] += count
         plan.groups = [(n[0], *key) for key, n in groups.items()]
-        plan.heater_pods = len(heater_ready)
+        plan.heater_pods = sum(n[0] for n in groups.values())
         hourly = self._static_hourly
         for pool in self.pools.values():
             for n in pool.nodes:
@@ -503,7 +576,7 @@ class Twin:
         params = self.params
         for hpa in self.autoscalers.values():
             w = hpa.target
-            ready = len(w.ready_pods(t))
+            ready = w.ready_count(t)
             if ready == 0:
                 continue
             current = w.replicas
@@ -525,19 +598,16 @@ class Twin:
         """Add nodes for Pending pods; remove one node unneeded for 10 minutes."""
         params = self.params
         live = pool.live()
-        pending = [
-            p
+        # CPU requested by the Pending pods a node of this pool could take.
+        pending = sum(
+            w.cpu_request * w.pending_count()
             for w in self.workloads.values()
-            for p in w.pods
-            if p.node is None
-            and all(pool.labels.get(k) == v for k, v in w.node_selector.items())
+            if all(pool.labels.get(k) == v for k, v in w.node_selector.items())
             and w.cpu_request <= pool.size.allocatable_cpu
-        ]
+        )
         booting = [n for n in live if not n.ready(t)]
         if pending and not booting and len(live) < pool.max_nodes:
-            need = math.ceil(
-                sum(p.workload.cpu_request for p in pending) / pool.size.allocatable_cpu
-            )
+            need = math.ceil(pending / pool.size.allocatable_cpu)
             add = min(max(need, 1), pool.max_nodes - len(live))
             self._add_nodes(pool, add, t + params.node_boot_s)
             pool.count = len(pool.live())
@@ -562,6 +632,7 @@ class Twin:
             ):
                 node.removed_at = t
                 pool.count = len(live) - 1
+                self._first_removal = t
                 self._evict(t)
                 self._next_event = t
                 return
