@@ -409,23 +409,23 @@ class Twin:
         for pool in self.pools.values():
             for n in pool.nodes:
                 n.demand = 0.0
-        # CPU a node's pods may want: busy heater pods their cores, the others their requests.
+                n.heater_ready = 0
+        # Other pods hold their CPU requests; Ready heater pods share what is left (_serve).
         heater_ready: list[tuple[Workload, Node, int]] = []
         for w in self.workloads.values():
             heater = w.role == "heater" and w.work is not None
-            busy = w.cores_per_pod if heater else w.cpu_request
             ready = 0
             for b in w.batches:
                 node = b.node
                 if node is None:
                     plan.pods_pending += b.count
                     continue
-                if b.ready_at <= t:
+                if b.ready_at <= t and heater:
                     ready += b.count
-                    node.demand += busy * b.count
-                    if heater:
-                        heater_ready.append((w, node, b.count))
+                    node.heater_ready += b.count
+                    heater_ready.append((w, node, b.count))
                 else:
+                    ready += b.ready_at <= t
                     node.demand += w.cpu_request * b.count
             if w.role == "siege" and w.schedule is not None and ready:
                 plan.schedules.append(w.schedule)
@@ -439,9 +439,16 @@ class Twin:
             work = w.work
             assert work is not None
             cores = w.prev_cores if w.prev_cores is not None else w.cores_per_pod
-            share = min(1.0, node.cpu / node.demand)
-            mu = min(1.0, cores / w.workers) * share / (work.mean_ms / 1000.0)
-            key = (w.workers, mu, work.scv, work.timeout_s, work.mean_ms / 1000.0)
+            free = max(node.cpu - node.demand, 0.0)
+            key = (
+                w.workers,
+                cores,
+                work.scv,
+                work.timeout_s,
+                work.mean_ms / 1000.0,
+                free,
+                node.heater_ready,
+            )
             groups.setdefault(key, [0])[0] += count
         plan.groups = [(n[0], *key) for key, n in groups.items()]
         plan.heater_pods = sum(n[0] for n in groups.values())
@@ -499,7 +506,16 @@ class Twin:
         lam_pod = round(lam / plan.heater_pods, 3)
         if lam_pod <= 0.0:
             return
-        for count, c, mu, scv, timeout, cpu_s in plan.groups:
+        for count, c, cores, scv, timeout, cpu_s, free, on_node in plan.groups:
+            # CFS: only when the node's heater pods use more CPU than it has free do they
+            # slow each other, and then they share it equally.
+            if on_node * min(lam_pod * cpu_s, cores) > free:
+                cores = min(cores, free / on_node)
+            mu = min(1.0, cores / c) / cpu_s
+            if mu <= 0.0:
+                acc.answered += lam_pod * dt * count
+                acc.failed += lam_pod * dt * count
+                continue
             p50, p95, p99, fail = self._pod_latency(c, mu, lam_pod, scv, timeout)
             n = lam_pod * dt * count
             served = n * (1.0 - fail)

@@ -139,3 +139,23 @@ def test_same_seed_same_run():
     a = Twin(web_app(schedule=constant(60.0)), seed=5)
     b = Twin(web_app(schedule=constant(60.0)), seed=5)
     assert [a.advance(30.0) for _ in range(20)] == [b.advance(30.0) for _ in range(20)]
+
+
+def test_node_cpu_caps_pods_only_when_their_use_exceeds_it():
+    # One s-1vcpu-2gb worker; 3 heater pods with 1-core limits (requests 250m fit).
+    free = catalog.size("s-1vcpu-2gb").allocatable_cpu
+    light = Twin(
+        web_app(replicas=3, node_size="s-1vcpu-2gb", node_count=1, schedule=constant(15.0)),
+        params=EXACT,
+    )
+    m = run(light, 2)
+    # 15 req/s x 20 ms = 0.3 cores: no contention, each pod an M/M/1 at 5 req/s.
+    assert m["latency_p95"] == pytest.approx(math.log(20) / (50.0 - 5.0), rel=0.02)
+    heavy = Twin(
+        web_app(replicas=3, node_size="s-1vcpu-2gb", node_count=1, schedule=constant(60.0)),
+        params=EXACT,
+    )
+    m = run(heavy, 2)
+    # 60 req/s x 20 ms = 1.2 cores > the node's free CPU: it serves at most free / 20 ms.
+    served = m["offered_rate"] * (1 - m["error_ratio"])
+    assert served == pytest.approx(free / 0.020, rel=0.02)
