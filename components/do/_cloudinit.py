@@ -68,7 +68,12 @@ def cloud_config(files: Sequence[WriteFile], runcmd: Sequence[str]) -> str:
     """
     doc = {
         "write_files": [
-            {"path": f.path, "owner": "root:root", "permissions": f.permissions, "content": f.content}
+            {
+                "path": f.path,
+                "owner": "root:root",
+                "permissions": f.permissions,
+                "content": f.content,
+            }
             for f in files
         ],
         "runcmd": list(runcmd),
@@ -179,19 +184,23 @@ consul_agent() {
 METADATA_GUARD_UNIT = WriteFile(
     "/etc/systemd/system/infragym-metadata-guard.service",
     """[Unit]
-Description=Keep containers and pods away from the droplet metadata service (user-data holds secrets)
+Description=Keep containers and pods away from the droplet metadata service
 Before=containerd.service docker.service kubelet.service nomad.service
 After=network.target
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/bin/sh -c 'iptables -t raw -C PREROUTING -d 169.254.169.254/32 -j DROP 2>/dev/null || iptables -t raw -I PREROUTING -d 169.254.169.254/32 -j DROP'
+# Delete, then insert: exactly one rule however often this runs.
+ExecStart=-/usr/sbin/iptables -t raw -D PREROUTING -d 169.254.169.254/32 -j DROP
+ExecStart=/usr/sbin/iptables -t raw -I PREROUTING -d 169.254.169.254/32 -j DROP
 
 [Install]
 WantedBy=multi-user.target
 """,
 )
+"""Drops forwarded packets (from containers and pods) to the metadata service, whose
+``user-data`` holds the node's secrets; the host's own requests are not forwarded."""
 
 
 def bootstrap_script(role: str, body: str) -> str:

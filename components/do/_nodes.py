@@ -72,9 +72,7 @@ def base_name(deployment: str) -> str:
 
 def role_tag(parent: pulumi.Resource, net: Network, role: str) -> do.Tag:
     """The tag of one role (``infragym-dev-k8s-minion``), logical name ``<role>-tag``."""
-    return do.Tag(
-        f"{role}-tag", name=f"{base_name(net.deployment)}-{role}", opts=child(parent)
-    )
+    return do.Tag(f"{role}-tag", name=f"{base_name(net.deployment)}-{role}", opts=child(parent))
 
 
 def droplet(

@@ -13,12 +13,12 @@ layers need:
 - HTTP/HTTPS (80, 443/tcp) only from ``ingress_cidrs`` (default none: no world-open rule);
 - the Kubernetes API (6443/tcp) only from ``api_cidrs`` (default none; a managed DOKS
   control plane is not a droplet and is outside this firewall anyway);
-- all TCP/UDP between members of the deployment (same tag), which self-managed
-  clusters need for the kubelet, etcd and the pod network;
 - ICMP from within the VPC (path-MTU discovery and ping between nodes).
 
 Firewalls on DigitalOcean are additive: DOKS manages a firewall of its own for its
-worker nodes, which this one cannot narrow.
+worker nodes, which this one cannot narrow. For the same reason there is no blanket
+"anything between our droplets" rule here: the self-managed layers (kubeadm, Nomad,
+Consul, Swarm) each open only the ports their system documents, in their own firewall.
 """
 
 from __future__ import annotations
@@ -78,8 +78,6 @@ def firewall_rules(
         do.FirewallInboundRuleArgs(
             protocol="tcp", port_range=NODEPORT_RANGE, source_addresses=[vpc_ip_range]
         ),
-        do.FirewallInboundRuleArgs(protocol="tcp", port_range=ALL_PORTS, source_tags=[tag]),
-        do.FirewallInboundRuleArgs(protocol="udp", port_range=ALL_PORTS, source_tags=[tag]),
         do.FirewallInboundRuleArgs(protocol="icmp", source_addresses=[vpc_ip_range]),
     ]
     if ingress_cidrs:

@@ -130,7 +130,8 @@ retry 30 10 kubectl apply -f /etc/infragym/kube-flannel.yml
 args=$(kubectl -n kube-flannel get ds kube-flannel-ds \
   -o jsonpath='{.spec.template.spec.containers[0].args}')
 if [ -n "$iface" ] && [[ "$args" != *--iface=* ]]; then
-  patch=$(printf '[{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--iface=%s"}]' "$iface")
+  patch=$(printf '[{"op": "add", "path": "%s", "value": "--iface=%s"}]' \
+    /spec/template/spec/containers/0/args/- "$iface")
   kubectl -n kube-flannel patch ds kube-flannel-ds --type json -p "$patch"
 fi
 if [ "$SCHEDULE_WORKLOADS" = 1 ]; then
@@ -217,7 +218,9 @@ def kubeadm_init_config(
         "networking": {"podSubnet": pod_cidr, "serviceSubnet": service_cidr},
         "apiServer": {"certSANs": [PUBLIC_IP, PRIVATE_IP, "127.0.0.1", "localhost"]},
     }
-    return yaml.safe_dump(init, sort_keys=False) + "---\n" + yaml.safe_dump(cluster, sort_keys=False)
+    return (
+        yaml.safe_dump(init, sort_keys=False) + "---\n" + yaml.safe_dump(cluster, sort_keys=False)
+    )
 
 
 def control_plane_user_data(
@@ -275,7 +278,13 @@ class K8sControlPlane(pulumi.ComponentResource):
         cluster = base_name(net.deployment)
 
         tag = role_tag(self, net, ROLE)
-        firewall(self, "k8s-control-plane-firewall", net, tag, vpc_rules(net.vpc_ip_range, CONTROL_PLANE_PORTS))
+        firewall(
+            self,
+            "k8s-control-plane-firewall",
+            net,
+            tag,
+            vpc_rules(net.vpc_ip_range, CONTROL_PLANE_PORTS),
+        )
         user_data = secret_user_data(
             lambda vpc: control_plane_user_data(pki, args, cluster, vpc), net.vpc_ip_range
         )
@@ -304,4 +313,3 @@ class K8sControlPlane(pulumi.ComponentResource):
                 "cluster_name": self.cluster_name,
             }
         )
-

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 
@@ -143,7 +144,7 @@ class ConsulAccess:
     agent_token: pulumi.Input[str]
     dns_token: pulumi.Input[str]
     nomad_token: pulumi.Input[str]
-    version: str = ""
+    version: pulumi.Input[str] = ""
 
 
 def nomad_agent_config(
@@ -179,8 +180,7 @@ def nomad_user_data(
     secrets: NomadSecrets,
     bootstrap_expect: int,
     nomad_version: str,
-    consul: ConsulAccess,
-    consul_values: Sequence[object],
+    consul: Sequence[Any],
 ) -> str:
     """A Nomad server's or client's cloud-config (holds tokens and keys: secret).
 
@@ -189,20 +189,19 @@ def nomad_user_data(
         secrets: The Nomad secrets.
         bootstrap_expect: Number of Nomad servers.
         nomad_version: Nomad package version; empty: the latest.
-        consul: The Consul access (for its version).
-        consul_values: Resolved ``(servers, datacenter, gossip_key, agent_token,
-            dns_token, nomad_token)``.
+        consul: The resolved :class:`ConsulAccess` values ``(servers, datacenter,
+            gossip_key, agent_token, dns_token, nomad_token, version)``.
     """
-    servers, datacenter, gossip, agent, dns, nomad_token = consul_values
+    servers, datacenter, gossip, agent, dns, nomad_token, consul_version = consul
     files = [
         _cloudinit.WriteFile(
             "/etc/infragym/consul.json",
-            consul_agent_config(str(datacenter), str(gossip), str(agent), str(dns), list(servers)),  # type: ignore[call-overload]
+            consul_agent_config(datacenter, gossip, agent, dns, list(servers)),
             "0600",
         ),
         _cloudinit.WriteFile(
             "/etc/infragym/nomad.json",
-            nomad_agent_config(role, secrets, str(nomad_token), bootstrap_expect),
+            nomad_agent_config(role, secrets, nomad_token, bootstrap_expect),
             "0600",
         ),
     ]
@@ -212,7 +211,11 @@ def nomad_user_data(
                 "/etc/infragym/nomad-bootstrap.token", secrets.bootstrap_token + "\n", "0600"
             )
         )
-    env = {"NOMAD_ROLE": role, "NOMAD_VERSION": nomad_version, "CONSUL_VERSION": consul.version}
+    env = {
+        "NOMAD_ROLE": role,
+        "NOMAD_VERSION": nomad_version,
+        "CONSUL_VERSION": consul_version or "",
+    }
     return _cloudinit.node_cloud_config(f"nomad-{role}", env, NOMAD_BODY, files)
 
 
@@ -259,7 +262,15 @@ class Nomad(pulumi.ComponentResource):
         net = args.network
         secrets = nomad_secrets(args.secret_seed)
         c = args.consul
-        consul_inputs = (c.servers, c.datacenter, c.gossip_key, c.agent_token, c.dns_token, c.nomad_token)
+        consul_inputs = (
+            c.servers,
+            c.datacenter,
+            c.gossip_key,
+            c.agent_token,
+            c.dns_token,
+            c.nomad_token,
+            c.version,
+        )
 
         groups: dict[str, list] = {}
         for role, count, spec, ports in (
@@ -270,7 +281,7 @@ class Nomad(pulumi.ComponentResource):
             firewall(self, f"nomad-{role}-firewall", net, tag, vpc_rules(net.vpc_ip_range, ports))
             user_data = secret_user_data(
                 lambda *v, role=role: nomad_user_data(
-                    role, secrets, args.server_count, args.nomad_version, c, v
+                    role, secrets, args.server_count, args.nomad_version, v
                 ),
                 *consul_inputs,
             )

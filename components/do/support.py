@@ -267,8 +267,12 @@ def consul_server_user_data(
             "Policies": [{"Name": name}],
         }
         files += [
-            _cloudinit.WriteFile(f"/etc/infragym/consul-acl/{name}.policy.json", json.dumps(policy), "0600"),
-            _cloudinit.WriteFile(f"/etc/infragym/consul-acl/{name}.token.json", json.dumps(body), "0600"),
+            _cloudinit.WriteFile(
+                f"/etc/infragym/consul-acl/{name}.policy.json", json.dumps(policy), "0600"
+            ),
+            _cloudinit.WriteFile(
+                f"/etc/infragym/consul-acl/{name}.token.json", json.dumps(body), "0600"
+            ),
         ]
     env = {
         "CONSUL_VERSION": consul_version,
@@ -347,10 +351,18 @@ class Support(pulumi.ComponentResource):
                 )
             )
         firewall(self, "bastion-firewall", net, bastion_tag, inbound)
-        bastion = droplet(self, "bastion", net, args.bastion, [bastion_tag.name], bastion_user_data())
+        bastion = droplet(
+            self, "bastion", net, args.bastion, [bastion_tag.name], bastion_user_data()
+        )
 
         consul_tag = role_tag(self, net, "consul-server")
-        firewall(self, "consul-server-firewall", net, consul_tag, vpc_rules(net.vpc_ip_range, CONSUL_SERVER_PORTS))
+        firewall(
+            self,
+            "consul-server-firewall",
+            net,
+            consul_tag,
+            vpc_rules(net.vpc_ip_range, CONSUL_SERVER_PORTS),
+        )
         datacenter = args.datacenter or net.region
         servers = []
         for i in range(args.consul_count):
@@ -362,7 +374,9 @@ class Support(pulumi.ComponentResource):
                 datacenter,
                 *earlier,
             )
-            servers.append(droplet(self, f"consul-{i}", net, args.consul, [consul_tag.name], user_data))
+            servers.append(
+                droplet(self, f"consul-{i}", net, args.consul, [consul_tag.name], user_data)
+            )
         add_to_project(self, net, [bastion, *servers], "support-project")
 
         self.bastion_ip = bastion.ipv4_address
@@ -381,4 +395,3 @@ class Support(pulumi.ComponentResource):
                 "droplet_ids": self.droplet_ids,
             }
         )
-

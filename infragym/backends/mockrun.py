@@ -18,6 +18,7 @@ relies on (checked with pulumi 3.272):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -274,10 +275,11 @@ def run_layers(
 
 
 def _plain(value: Any) -> Any:
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
+    """JSON-able form of settings values for cache keys; secrets by their SHA-256 only."""
     if hasattr(value, "get_secret_value"):
-        return value.get_secret_value()
+        return "sha256:" + hashlib.sha256(str(value.get_secret_value()).encode()).hexdigest()
+    if hasattr(value, "model_dump"):
+        return value.model_dump()  # python mode keeps SecretStr objects, hashed above
     return str(value)
 
 

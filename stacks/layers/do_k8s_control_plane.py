@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, field_validator
 
 from infragym.catalog import unknown_choice
+from infragym.errors import ConfigError
 from stacks.layers._do_droplets import (
     SECRET_SEED_DESCRIPTION,
     SecretSeed,
@@ -92,9 +93,19 @@ class DoK8sControlPlaneSettings(LayerSettings):
 
 def program(ctx: LayerContext) -> Mapping[str, Any]:
     """Build the control plane and return its outputs."""
-    from components.do.k8s_control_plane import K8sControlPlane, K8sControlPlaneArgs
+    from components.do.k8s_control_plane import (
+        K8sControlPlane,
+        K8sControlPlaneArgs,
+        check_cluster_cidrs,
+    )
 
     s: DoK8sControlPlaneSettings = ctx.settings
+    vpc_ip_range = ctx.need("vpc_ip_range")
+    if isinstance(vpc_ip_range, str):  # known now (sim, tests); else checked at apply time
+        try:
+            check_cluster_cidrs(vpc_ip_range, s.pod_cidr, s.service_cidr)
+        except ValueError as exc:
+            raise ConfigError(f"invalid settings for layer 'do-k8s-control-plane': {exc}") from None
     seed, seed_output = secret_seed(ctx, s.secret_seed)
     cp = K8sControlPlane(
         "k8s-control-plane",

@@ -70,15 +70,15 @@ def test_nodeports_only_from_the_vpc(default_run: LayerRun) -> None:
     assert not rule.get("sourceTags")
 
 
-def test_icmp_only_within_the_vpc_and_internal_traffic_only_by_tag(
+def test_icmp_only_within_the_vpc_and_no_blanket_internal_rule(
     default_run: LayerRun,
 ) -> None:
     (icmp,) = [r for r in _inbound(default_run) if r["protocol"] == "icmp"]
     assert icmp["sourceAddresses"] == ["10.10.0.0/16"]
-    internal = [r for r in _inbound(default_run) if r.get("sourceTags")]
-    assert {r["protocol"] for r in internal} == {"tcp", "udp"}
-    assert all(r["sourceTags"] == ["infragym-dev"] for r in internal)
-    assert all(not r.get("sourceAddresses") for r in internal)
+    # Firewalls add up on DigitalOcean: an any-port rule here would undo the narrow
+    # port lists of the self-managed layers.
+    assert not [r for r in _inbound(default_run) if r.get("sourceTags")]
+    assert all(r.get("portRange") != "1-65535" for r in _inbound(default_run))
 
 
 def test_outbound_is_open(default_run: LayerRun) -> None:
