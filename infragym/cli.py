@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from infragym.cli_stacks import stacks_app
 from infragym.errors import InfraGymError
 
 app = typer.Typer(
@@ -102,17 +103,9 @@ def sizes(kubernetes: Annotated[bool, typer.Option(help="Only DOKS node sizes.")
         typer.echo(f"{slug:<26} {s.vcpus:>3} vCPU {gib:>7.1f} GiB  ${s.price_hourly_usd:.5f}/h")
 
 
-def _mount_stacks() -> None:
-    try:
-        from infragym.cli_stacks import stacks_app
-    except ImportError:  # pragma: no cover - only while the pulumi backend is absent
-        return
-    app.add_typer(
-        stacks_app, name="stacks", help="List and destroy infragym stacks in a state backend."
-    )
-
-
-_mount_stacks()
+app.add_typer(
+    stacks_app, name="stacks", help="List and destroy infragym stacks in a state backend."
+)
 
 if __name__ == "__main__":
     app()
