@@ -104,11 +104,10 @@ class Knob:
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
-def parse_path(path: str) -> list[str | int]:
-    """Split ``a.b[0].c`` into ``["a", "b", 0, "c"]``."""
-    parts: list[str | int] = []
-    for key, index in _PATH_TOKEN.findall(path):
-        parts.append(int(index) if index else key)
+@functools.lru_cache(maxsize=1024)
+def parse_path(path: str) -> tuple[str | int, ...]:
+    """Split ``a.b[0].c`` into ``("a", "b", 0, "c")``."""
+    parts = tuple(int(index) if index else key for key, index in _PATH_TOKEN.findall(path))
     if not parts:
         raise ConfigError(f"empty property path {path!r}")
     return parts
@@ -156,6 +155,7 @@ class ActionCodec:
             [3 if mode == "delta" else len(k.values) for k in knobs], dtype=np.int64
         )
         self._bounds = self.nvec.tolist()
+        self._tops = [len(k.values) - 1 for k in knobs]
 
     def space(self):
         """The Gymnasium action space."""
@@ -169,16 +169,23 @@ class ActionCodec:
         Raises:
             ActionError: The action is not in the action space.
         """
+        indices = [k.index_of(current[k.name]) for k in self.knobs]
+        new = self.decode_indices(action, indices)
+        return {k.name: k.values[i] for k, i in zip(self.knobs, new, strict=True)}
+
+    def decode_indices(self, action: Any, current: Sequence[int]) -> list[int]:
+        """New domain indices for ``action`` given the current indices (the fast path).
+
+        Raises:
+            ActionError: The action is not in the action space.
+        """
         entries = self._entries(action)
-        out: dict[str, Any] = {}
-        for knob, x in zip(self.knobs, entries, strict=True):
-            values = knob.values
-            if self.mode == "absolute":
-                out[knob.name] = values[x]
-            else:
-                i = knob.index_of(current[knob.name]) + (x - 1)
-                out[knob.name] = values[min(max(i, 0), len(values) - 1)]
-        return out
+        if self.mode == "absolute":
+            return entries
+        return [
+            min(max(i + x - 1, 0), top)
+            for i, x, top in zip(current, entries, self._tops, strict=True)
+        ]
 
     def _entries(self, action: Any) -> list[int]:
         """The action as a list of ints, or ActionError if it is not in the space."""
@@ -189,7 +196,7 @@ class ActionCodec:
             and action.shape == (len(bounds),)
         ):
             entries = action.tolist()
-            if all(0 <= x < n for x, n in zip(entries, bounds, strict=True)):
+            if min(entries) >= 0 and all(x < n for x, n in zip(entries, bounds, strict=True)):
                 return entries
         try:
             entries = action.tolist() if isinstance(action, np.ndarray) else list(action)

@@ -74,7 +74,7 @@ class SimBackend(Backend):
         self._twin().advance(seconds)
 
     def observe(self, metric_names: Sequence[str]) -> dict[str, float]:
-        values = self._twin().metrics()
+        values = self._twin().last_metrics  # a fresh dict per step; read-only here
         try:
             return {name: values[name] for name in metric_names}
         except KeyError as exc:

@@ -65,7 +65,10 @@ class RewardSum:
         self.terms = terms
 
     def __call__(self, m: Mapping[str, float]) -> float:
-        return sum(term(m) for term in self.terms)
+        total = 0.0
+        for term in self.terms:
+            total += term(m)
+        return total
 
     def __repr__(self) -> str:
         return f"RewardSum{self.terms!r}"

@@ -205,6 +205,8 @@ class SimpleK8sWebAppEnv(gym.Env):
         n_obs = len(OBSERVED_METRICS) + len(self.knobs)
         self.observation_space = spaces.Box(0.0, OBS_CLIP, shape=(n_obs,), dtype=np.float32)
         self.knob_values: dict[str, Any] = {}
+        self._knob_index: list[int] = []
+        self._knob_obs: list[float] = []
         self.scenario: str | None = None
         self.history: list[dict[str, float]] = []
 
@@ -240,7 +242,8 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.scenario = name
         backend_seed = int(self.np_random.integers(2**31))
         self.backend.reset(self._layers(schedule), seed=backend_seed)
-        self.knob_values = self._read_knobs()
+        values = self._read_knobs()
+        self._set_knobs([k.index_of(values[k.name]) for k in self.knobs])
         self.backend.advance(self.step_seconds)
         observed = self.backend.observe(self.metric_names)
         self.history = [observed]
@@ -249,16 +252,16 @@ class SimpleK8sWebAppEnv(gym.Env):
         return self._observation(observed), info
 
     def step(self, action):
-        target = self.codec.decode(action, self.knob_values)
-        changes = [
-            Change(k, target[k.name])
-            for k in self.knobs
-            if target[k.name] != self.knob_values[k.name]
-        ]
+        new = self.codec.decode_indices(action, self._knob_index)
         layers: tuple[str, ...] = ()
-        if changes:
+        if new != self._knob_index:
+            changes = [
+                Change(k, k.values[i])
+                for k, i, old in zip(self.knobs, new, self._knob_index, strict=True)
+                if i != old
+            ]
             layers = self.backend.apply(changes).layers_updated
-            self.knob_values = target
+            self._set_knobs(new)
         self.backend.advance(self.step_seconds)
         observed = self.backend.observe(self.metric_names)
         self.history.append(observed)
@@ -282,6 +285,11 @@ class SimpleK8sWebAppEnv(gym.Env):
 
     # ------------------------------------------------------------------ helpers
 
+    def _set_knobs(self, indices: list[int]) -> None:
+        self._knob_index = indices
+        self.knob_values = {k.name: k.values[i] for k, i in zip(self.knobs, indices, strict=True)}
+        self._knob_obs = [i / span for i, (_, span) in zip(indices, self._knob_spans, strict=True)]
+
     def _read_knobs(self) -> dict[str, Any]:
         """Current knob values, read from the deployed resource graph."""
         by_key = {(r.layer, r.type, r.name): r for r in self.backend.resources()}
@@ -304,8 +312,7 @@ class SimpleK8sWebAppEnv(gym.Env):
         for name, scale in self._scales:
             v = observed[name] / scale
             values.append(0.0 if v != v else (OBS_CLIP if v > OBS_CLIP else max(v, 0.0)))
-        for k, span in self._knob_spans:
-            values.append(k.index_of(self.knob_values[k.name]) / span)
+        values += self._knob_obs
         return np.array(values, dtype=np.float32)
 
     def _info(self, observed: Mapping[str, float], layers: tuple[str, ...]) -> dict[str, Any]:

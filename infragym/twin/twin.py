@@ -25,7 +25,6 @@ import copy
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from infragym.backends.base import ResourceRecord
@@ -98,18 +97,25 @@ class Twin:
         self._static_hourly = self._static_cost()
         self._current = self._serving_plan(0.0)
         self._last: dict[str, float] = {}
-        self._unmodelled = sorted(
-            f"{r.type} {r.name}"
-            for r in self.records.values()
-            if r.type not in builder.MODELLED_TYPES
+        self._unmodelled = tuple(
+            sorted(
+                f"{r.type} {r.name}"
+                for r in self.records.values()
+                if r.type not in builder.MODELLED_TYPES
+            )
         )
 
     # ----------------------------------------------------------------- inspection
 
     @property
-    def unmodelled(self) -> list[str]:
+    def unmodelled(self) -> tuple[str, ...]:
         """Resources kept (and priced, when priced) but not simulated."""
-        return list(self._unmodelled)
+        return self._unmodelled
+
+    @property
+    def last_metrics(self) -> dict[str, float]:
+        """The metrics of the last step (not a copy)."""
+        return self._last
 
     def inputs(self, type_token: str, name: str) -> dict[str, Any]:
         """The twin's current copy of a resource's inputs."""
@@ -165,8 +171,7 @@ class Twin:
             self._scale(w, w.replicas)
             return
         if type_token == NODE_POOL and path == "nodeCount" and not self.pools[key].auto_scale:
-            pool = self.pools[key]
-            self._update_pool(pool, replace(pool, count=int(value)))
+            self._resize_pool(self.pools[key], int(value))
             return
         if type_token in (CLUSTER, NODE_POOL):
             build = (
@@ -203,12 +208,17 @@ class Twin:
             self._add_nodes(pool, new.count, ready_at)
             self._first_removal = min(self._first_removal, ready_at)
         else:
-            live = [n for n in pool.live() if n.removed_at is None]
-            if new.count > len(live):
-                self._add_nodes(pool, new.count - len(live), t + self.params.node_boot_s)
-            elif new.count < len(live):
-                self._remove_nodes(pool, len(live) - new.count)
+            self._resize_pool(pool, new.count)
         pool.count = new.count
+
+    def _resize_pool(self, pool: NodePool, count: int) -> None:
+        """Boot or remove nodes so that the pool has ``count`` live nodes."""
+        live = pool.live()
+        if count > len(live):
+            self._add_nodes(pool, count - len(live), self.t + self.params.node_boot_s)
+        elif count < len(live):
+            self._remove_nodes(pool, len(live) - count)
+        pool.count = count
 
     def _update_workload(self, old: Workload, new: Workload) -> None:
         new.batches = old.batches
