@@ -182,10 +182,11 @@ class ActionCodec:
         entries = self._entries(action)
         if self.mode == "absolute":
             return entries
-        return [
-            min(max(i + x - 1, 0), top)
-            for i, x, top in zip(current, entries, self._tops, strict=True)
-        ]
+        out = []
+        for i, x, top in zip(current, entries, self._tops, strict=True):
+            j = i + x - 1
+            out.append(0 if j < 0 else top if j > top else j)
+        return out
 
     def _entries(self, action: Any) -> list[int]:
         """The action as a list of ints, or ActionError if it is not in the space."""
@@ -196,7 +197,10 @@ class ActionCodec:
             and action.shape == (len(bounds),)
         ):
             entries = action.tolist()
-            if min(entries) >= 0 and all(x < n for x, n in zip(entries, bounds, strict=True)):
+            for x, n in zip(entries, bounds, strict=True):
+                if not 0 <= x < n:
+                    break
+            else:
                 return entries
         try:
             entries = action.tolist() if isinstance(action, np.ndarray) else list(action)

@@ -311,7 +311,11 @@ class SimpleK8sWebAppEnv(gym.Env):
         values = []
         for name, scale in self._scales:
             v = observed[name] / scale
-            values.append(0.0 if v != v else (OBS_CLIP if v > OBS_CLIP else max(v, 0.0)))
+            if v != v or v < 0.0:  # NaN or negative
+                v = 0.0
+            elif v > OBS_CLIP:
+                v = OBS_CLIP
+            values.append(v)
         values += self._knob_obs
         return np.array(values, dtype=np.float32)
 
