@@ -14,7 +14,8 @@ ENV_IDS: dict[str, dict] = {
 def register_envs() -> None:
     """Register every infragym environment with Gymnasium (idempotent).
 
-    Called on ``import infragym`` and by Gymnasium's ``gymnasium.envs`` plugin entry point.
+    Called on ``import infragym``. Gymnasium 1.x has no plugin entry points; without the
+    import, ``gym.make("infragym:SimpleK8sWebApp-v0")`` imports the package first.
     """
     from gymnasium.envs.registration import register, registry
 

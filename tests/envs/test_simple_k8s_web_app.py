@@ -184,6 +184,18 @@ def test_reward_trades_slo_against_cost():
     assert not math.isnan(reward)
 
 
+def test_make_without_import_through_module_prefix():
+    import subprocess
+    import sys
+
+    code = (
+        "import gymnasium as gym; "
+        "env = gym.make('infragym:SimpleK8sWebApp-v0'); "
+        "assert env.spec.max_episode_steps == 120"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_import_registers_without_pulumi():
     import subprocess
     import sys
