@@ -68,7 +68,7 @@ def _engine(backend_url: str | None) -> Any:
     from infragym.backends.engine import Engine
     from infragym.backends.state import parse_state_url
 
-    return Engine(parse_state_url(backend_url))
+    return Engine(parse_state_url(backend_url), new_passphrase=False)
 
 
 def _backend_exists(engine: Any) -> bool:
@@ -255,21 +255,21 @@ def list_cmd(
     if not stacks:
         console.print(f"no infragym stacks in {where}")
         return
-    table = Table(title=f"infragym stacks in {where}")
-    for col in ("stack", "deployment", "layer", "resources", "last update", "state"):
-        table.add_column(col, justify="right" if col == "resources" else "left")
+    console.print(f"infragym stacks in {where}:")
+    table = Table()
+    table.add_column("stack", no_wrap=True)
+    table.add_column("resources", justify="right")
+    table.add_column("last update")
+    table.add_column("state")
     for s in stacks:
         notes = []
         for lock in s.locks:
-            notes.append(
-                f"locked by pid {lock.pid}@{lock.hostname}" + (" (gone)" if lock.stale else "")
-            )
+            gone = " (gone)" if lock.stale else ""
+            notes.append(f"locked by pid {lock.pid}@{lock.hostname}{gone}")
         if s.pending:
             notes.append(f"{len(s.pending)} interrupted operation(s)")
         table.add_row(
             s.name,
-            s.deployment,
-            s.layer,
             "?" if s.resources is None else str(s.resources),
             s.last_update,
             ", ".join(notes) or "ok",

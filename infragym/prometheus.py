@@ -124,6 +124,8 @@ class PrometheusSource:
             are sent but never logged or put in an error.
         metrics: The named metrics to draw from (default :data:`infragym.metrics.METRICS`).
         sleep: Function used to wait between retries (tests replace it).
+        session: A ``requests.Session`` to use (TLS verification, client certificates and
+            auth headers for reaching Prometheus through the Kubernetes API server).
 
     Raises:
         ConfigError: If ``window_seconds``, ``retries``, ``backoff`` or ``timeout`` is
@@ -142,6 +144,7 @@ class PrometheusSource:
         headers: Mapping[str, str] | None = None,
         metrics: Mapping[str, Metric] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        session: Any = None,
     ) -> None:
         if retries < 0 or backoff < 0 or timeout <= 0:
             raise ConfigError(
@@ -171,6 +174,7 @@ class PrometheusSource:
             headers=dict(headers) if headers else None,
             retry=Retry(total=0, raise_on_status=False),
             timeout=timeout,
+            session=session,
         )
 
     # ------------------------------------------------------------------ queries

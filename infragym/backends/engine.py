@@ -219,6 +219,8 @@ class Engine:
         passphrase_file: Generated passphrase file used when no passphrase is set.
         env: Extra (non-secret) environment for the engine.
         cli: The ``pulumi`` binary (default: :func:`find_cli`).
+        new_passphrase: Generate the passphrase file when missing (False for commands
+            that only inspect or remove existing stacks).
     """
 
     def __init__(
@@ -227,12 +229,13 @@ class Engine:
         passphrase_file: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         cli: str | None = None,
+        new_passphrase: bool = True,
     ) -> None:
         self.backend = backend
         self.env: dict[str, str] = {
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             **backend.env(),
-            **passphrase_env(passphrase_file),
+            **passphrase_env(passphrase_file, generate=new_passphrase),
             **dict(env or {}),
         }
         self.env.setdefault("PULUMI_PYTHON_CMD", _python())

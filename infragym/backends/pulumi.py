@@ -76,6 +76,7 @@ class _LayerState:
     outputs: dict[str, Any] = field(default_factory=dict)
     knobs: dict[tuple[str, str, str], tuple[Knob, Any]] = field(default_factory=dict)
     records: list[ResourceRecord] | None = None
+    declared: frozenset[tuple[str, str]] | None = None
 
 
 class PulumiBackend(Backend):
@@ -130,6 +131,7 @@ class PulumiBackend(Backend):
         self.step_wait = step_wait
         self._metrics = metrics
         self._prometheus_url = prometheus_url
+        self._cluster_access: Any = None
         self._window_seconds = window_seconds
         self._passphrase_file = passphrase_file
         self._env = dict(env or {})
@@ -173,6 +175,8 @@ class PulumiBackend(Backend):
             ls = self._layers.get(name)
             if ls is None:
                 ls = self._layers[name] = _LayerState(name, layer, settings)
+            if ls.settings != settings:
+                ls.declared = None  # other settings may declare other resources
             ls.settings = settings
             ls.knobs.clear()
         self._order = order
@@ -199,6 +203,7 @@ class PulumiBackend(Backend):
             raise ConfigError("the pulumi backend has no deployment yet: call reset() first")
         for change in changes:
             self._check_change(change)
+        before = {name: dict(self._layers[name].knobs) for name in self._order}
         for change in changes:
             k = change.knob
             ls = self._layers[k.layer]
@@ -209,12 +214,19 @@ class PulumiBackend(Backend):
                 continue
             ls.knobs[key] = (k, change.value)
         updated: list[str] = []
-        for name in self._order:
-            ls = self._layers[name]
-            key = self._desired_key(ls)
-            if key != ls.applied:
-                self._up(ls, key)
-                updated.append(name)
+        try:
+            for name in self._order:
+                ls = self._layers[name]
+                key = self._desired_key(ls)
+                if key != ls.applied:
+                    self._up(ls, key)
+                    updated.append(name)
+        except ConfigError:
+            # A knob the program rejects would fail every later update: drop this apply's
+            # values. (After an engine failure they stay, so that a later apply retries.)
+            for name, knobs in before.items():
+                self._layers[name].knobs = knobs
+            raise
         return ApplyResult(
             layers_updated=tuple(updated),
             engine_calls=self.engine_calls - calls0,
@@ -229,14 +241,24 @@ class PulumiBackend(Backend):
             time.sleep(seconds)
 
     def observe(self, metric_names: Sequence[str]) -> dict[str, float]:
-        """The named metrics from the metrics source.
+        """The named metrics: from Prometheus, and ``cost_hourly`` from the resource graph.
+
+        Cost is priced from the deployed resources exactly as the sim prices its graph
+        (:mod:`infragym.twin.cost`), so both backends report the same figure.
 
         Raises:
             MetricsError: No metrics source is configured, or it failed.
         """
-        source = self._metrics_source()
-        values, _missing = source.instant(list(metric_names))
-        return {name: float(values[name]) for name in metric_names}
+        from infragym.twin.cost import hourly_cost
+
+        names = list(metric_names)
+        measured = [n for n in names if n != "cost_hourly"]
+        values: dict[str, float] = {}
+        if measured:
+            values, _missing = self._metrics_source().instant(measured)
+        if "cost_hourly" in names:
+            values["cost_hourly"] = hourly_cost(self.resources())
+        return {name: float(values[name]) for name in names}
 
     def resources(self) -> list[ResourceRecord]:
         """The custom resources of every deployed layer, from the stacks' exported state."""
@@ -245,6 +267,7 @@ class PulumiBackend(Backend):
             ls = self._layers[name]
             if ls.records is None:
                 ls.records = self._export_records(ls)
+                ls.declared = frozenset((r.type, r.name) for r in ls.records)
             out.extend(ls.records)
         return out
 
@@ -290,6 +313,9 @@ class PulumiBackend(Backend):
             self._engine = None
             self._layers.clear()
             self._order = []
+            if self._cluster_access is not None:
+                self._cluster_access.close()  # removes the credential files
+                self._cluster_access, self._metrics = None, None
 
     def info(self) -> dict[str, Any]:
         """Engine calls so far, the deployment and the state backend."""
@@ -485,10 +511,8 @@ class PulumiBackend(Backend):
             raise ActionError(
                 f"knob {k.name!r}: value {change.value!r} is not in its domain {list(values)}"
             )
-        records = self._layers[k.layer].records
-        if records is not None and not any(
-            r.type == k.type and r.name == k.resource for r in records
-        ):
+        declared_now = self._layers[k.layer].declared
+        if declared_now is not None and (k.type, k.resource) not in declared_now:
             raise ConfigError(f"knob {k.name!r}: layer {k.layer!r} has no {k.type} {k.resource!r}")
 
     # ------------------------------------------------------------------ state reading
@@ -510,8 +534,23 @@ class PulumiBackend(Backend):
 
             self._metrics = PrometheusSource(self._prometheus_url, self._window_seconds)
         if self._metrics is None:
+            # The deployment's own Prometheus, through the API server's service proxy.
+            # Stack outputs are OutputValue(value, secret); the kubeconfig stays in memory.
+            outputs = {
+                k: getattr(v, "value", v)
+                for ls in self._layers.values()
+                for k, v in ls.outputs.items()
+            }
+            if outputs.get("kubeconfig") and outputs.get("prometheus_url"):
+                from infragym.backends.cluster_access import prometheus_via_api_server
+
+                self._metrics, self._cluster_access = prometheus_via_api_server(
+                    outputs["kubeconfig"], outputs["prometheus_url"], self._window_seconds
+                )
+        if self._metrics is None:
             raise MetricsError(
-                "the pulumi backend has no metrics source: pass backend_options="
+                "the pulumi backend has no metrics source: deploy the k8s-prometheus layer "
+                "(reached through the API server), or pass backend_options="
                 "{'prometheus_url': 'http://...'} (or metrics=<a source with instant()>)"
             )
         return self._metrics

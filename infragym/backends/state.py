@@ -433,19 +433,28 @@ def list_locks(backend: StateBackend, stack: str, project: str = PROJECT) -> lis
 # --------------------------------------------------------------------------- passphrase
 
 
-def passphrase_env(passphrase_file: str | os.PathLike[str] | None = None) -> dict[str, str]:
+def passphrase_env(
+    passphrase_file: str | os.PathLike[str] | None = None, generate: bool = True
+) -> dict[str, str]:
     """Environment selecting the passphrase secrets provider's passphrase.
 
     ``PULUMI_CONFIG_PASSPHRASE`` or ``PULUMI_CONFIG_PASSPHRASE_FILE`` from the environment
     win (nothing to add: the engine inherits them). Otherwise a random passphrase is
     generated once into ``passphrase_file`` (mode 0600) and the engine is pointed at it.
     The passphrase itself is never returned, logged or put in an error.
+
+    Args:
+        passphrase_file: The generated passphrase's file (default ``~/.infragym/passphrase``).
+        generate: Create the file when missing (commands that only read or remove
+            existing stacks pass ``False``: a new passphrase could not decrypt them).
     """
     if os.environ.get("PULUMI_CONFIG_PASSPHRASE") is not None:
         return {}
     if os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
         return {}
     path = Path(os.path.expanduser(str(passphrase_file or DEFAULT_PASSPHRASE_FILE)))
+    if not path.exists() and not generate:
+        return {}
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
