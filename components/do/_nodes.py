@@ -164,6 +164,25 @@ def firewall(
     )
 
 
+def role_firewall(
+    parent: pulumi.Resource, net: Network, role: str, ports: Sequence[tuple[str, str]]
+) -> do.Tag:
+    """A role's tag and its firewall ``<role>-firewall``, admitting ``ports`` from the VPC.
+
+    Args:
+        parent: The component.
+        net: The do-core network.
+        role: The role (``k8s-minion``, ``nomad-server``, ...).
+        ports: ``(protocol, port range)`` pairs, each admitted from the VPC range only.
+
+    Returns:
+        The role tag, for the role's droplets to carry.
+    """
+    tag = role_tag(parent, net, role)
+    firewall(parent, f"{role}-firewall", net, tag, vpc_rules(net.vpc_ip_range, ports))
+    return tag
+
+
 def child(parent: pulumi.Resource, **kwargs: object) -> pulumi.ResourceOptions:
     """Options for a component's child: ``parent=parent``."""
     return pulumi.ResourceOptions(parent=parent, **kwargs)  # type: ignore[arg-type]

@@ -44,10 +44,8 @@ from components.do._nodes import (
     add_to_project,
     base_name,
     droplet,
-    firewall,
-    role_tag,
+    role_firewall,
     secret_user_data,
-    vpc_rules,
 )
 
 TYPE_TOKEN = "infragym:do:K8sControlPlane"
@@ -277,14 +275,7 @@ class K8sControlPlane(pulumi.ComponentResource):
         pki = _pki.cluster_pki(args.secret_seed)
         cluster = base_name(net.deployment)
 
-        tag = role_tag(self, net, ROLE)
-        firewall(
-            self,
-            "k8s-control-plane-firewall",
-            net,
-            tag,
-            vpc_rules(net.vpc_ip_range, CONTROL_PLANE_PORTS),
-        )
+        tag = role_firewall(self, net, ROLE, CONTROL_PLANE_PORTS)
         user_data = secret_user_data(
             lambda vpc: control_plane_user_data(pki, args, cluster, vpc), net.vpc_ip_range
         )

@@ -29,10 +29,8 @@ from components.do._nodes import (
     Network,
     add_to_project,
     droplet,
-    firewall,
-    role_tag,
+    role_firewall,
     secret_user_data,
-    vpc_rules,
 )
 from components.do.k8s_control_plane import (
     CRI_SOCKET,
@@ -155,8 +153,7 @@ class K8sMinions(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TYPE_TOKEN, name, None, opts)
         net = args.network
-        tag = role_tag(self, net, ROLE)
-        firewall(self, "k8s-minion-firewall", net, tag, vpc_rules(net.vpc_ip_range, MINION_PORTS))
+        tag = role_firewall(self, net, ROLE, MINION_PORTS)
         user_data = secret_user_data(
             minion_user_data,
             args.api_private_endpoint,

@@ -35,10 +35,8 @@ from components.do._nodes import (
     Network,
     add_to_project,
     droplet,
-    firewall,
-    role_tag,
+    role_firewall,
     secret_user_data,
-    vpc_rules,
 )
 from components.do.support import CONSUL_CLIENT_PORTS, consul_agent_config
 
@@ -277,8 +275,7 @@ class Nomad(pulumi.ComponentResource):
             ("server", args.server_count, args.server, NOMAD_SERVER_PORTS),
             ("client", args.client_count, args.client, NOMAD_CLIENT_PORTS),
         ):
-            tag = role_tag(self, net, f"nomad-{role}")
-            firewall(self, f"nomad-{role}-firewall", net, tag, vpc_rules(net.vpc_ip_range, ports))
+            tag = role_firewall(self, net, f"nomad-{role}", ports)
             user_data = secret_user_data(
                 lambda *v, role=role: nomad_user_data(
                     role, secrets, args.server_count, args.nomad_version, v

@@ -52,9 +52,9 @@ from components.do._nodes import (
     add_to_project,
     droplet,
     firewall,
+    role_firewall,
     role_tag,
     secret_user_data,
-    vpc_rules,
 )
 
 TYPE_TOKEN = "infragym:do:Support"
@@ -355,14 +355,7 @@ class Support(pulumi.ComponentResource):
             self, "bastion", net, args.bastion, [bastion_tag.name], bastion_user_data()
         )
 
-        consul_tag = role_tag(self, net, "consul-server")
-        firewall(
-            self,
-            "consul-server-firewall",
-            net,
-            consul_tag,
-            vpc_rules(net.vpc_ip_range, CONSUL_SERVER_PORTS),
-        )
+        consul_tag = role_firewall(self, net, "consul-server", CONSUL_SERVER_PORTS)
         datacenter = args.datacenter or net.region
         servers = []
         for i in range(args.consul_count):

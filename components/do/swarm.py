@@ -43,10 +43,8 @@ from components.do._nodes import (
     Network,
     add_to_project,
     droplet,
-    firewall,
-    role_tag,
+    role_firewall,
     secret_user_data,
-    vpc_rules,
 )
 
 MANAGER_TYPE_TOKEN = "infragym:do:SwarmManager"
@@ -182,8 +180,7 @@ def _nodes(
     parent: pulumi.ComponentResource, role: str, args: SwarmArgs, ports: Sequence[tuple[str, str]]
 ) -> list:
     net = args.network
-    tag = role_tag(parent, net, f"swarm-{role}")
-    firewall(parent, f"swarm-{role}-firewall", net, tag, vpc_rules(net.vpc_ip_range, ports))
+    tag = role_firewall(parent, net, f"swarm-{role}", ports)
     nodes = []
     for i in range(args.count):
         # Workers all get the same user_data (scaling only adds droplets); managers differ

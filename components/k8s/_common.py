@@ -1,12 +1,14 @@
 """Helpers shared by the Kubernetes components: child options, labels, resources, and the
-pod spec of a Python app run from a stock image with its code mounted from a ConfigMap.
+Deployment (pod spec) and Service of a Python app run from a stock image with its code
+mounted from a ConfigMap.
 
 How an app runs without an image build:
 
 - a ConfigMap carries the module sources, read at program time from the installed
-  package (``infragym/apps/<app>.py`` and ``infragym/apps/workload.py``) plus empty
-  ``__init__.py`` files, and is mounted read-only under ``/app`` with ``items`` paths
-  that rebuild the package layout (``/app/infragym/apps/heater.py`` ...);
+  package (``infragym/apps/<app>.py`` and the modules every app imports,
+  :data:`SHARED_APP_MODULES`) plus empty ``__init__.py`` files, and is mounted
+  read-only under ``/app`` with ``items`` paths that rebuild the package layout
+  (``/app/infragym/apps/heater.py`` ...);
 - an init container (the same stock image) runs ``pip install --target /deps`` of the
   app's few dependencies into an ``emptyDir``. This needs egress to PyPI, which a DOKS
   cluster has (worker nodes reach the internet); a cluster without egress needs a
@@ -45,6 +47,9 @@ APP_DEPENDENCIES: tuple[str, ...] = (
 )
 """What the init container installs (the apps import only these and the standard library;
 the bounds follow ``pyproject.toml``)."""
+
+SHARED_APP_MODULES: tuple[str, ...] = ("_serving", "workload")
+"""Modules under ``infragym.apps`` that every app imports, mounted next to it."""
 
 APP_ROOT = "/app"
 DEPS_ROOT = "/deps"
@@ -109,7 +114,7 @@ def app_sources(app: str) -> dict[str, str]:
 
 
 def _modules(app: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys((app, "workload")))
+    return tuple(dict.fromkeys((app, *SHARED_APP_MODULES)))
 
 
 def app_volume_items(app: str) -> list[k8s.core.v1.KeyToPathArgs]:
@@ -151,6 +156,39 @@ def code_config_map(
     )
 
 
+def app_metadata(
+    name: str, namespace: pulumi.Input[str], app_labels: Mapping[str, str]
+) -> k8s.meta.v1.ObjectMetaArgs:
+    """Metadata of one of an app's namespaced objects: ``name``, ``namespace``, labels."""
+    return k8s.meta.v1.ObjectMetaArgs(name=name, namespace=namespace, labels=dict(app_labels))
+
+
+def service_url(name: str, namespace: pulumi.Input[str], suffix: str = "") -> pulumi.Output[str]:
+    """In-cluster URL of Service ``name``: ``http://<name>.<namespace>.svc.cluster.local<suffix>``."""
+    return pulumi.Output.from_input(namespace).apply(
+        lambda ns: f"http://{name}.{ns}.svc.cluster.local{suffix}"
+    )
+
+
+def app_service(
+    parent: pulumi.Resource,
+    name: str,
+    namespace: pulumi.Input[str],
+    app_labels: Mapping[str, str],
+    port: k8s.core.v1.ServicePortArgs,
+    service_type: pulumi.Input[str] = "ClusterIP",
+) -> k8s.core.v1.Service:
+    """Service ``name`` with one port, in front of the pods labelled ``app_labels``."""
+    return k8s.core.v1.Service(
+        name,
+        metadata=app_metadata(name, namespace, app_labels),
+        spec=k8s.core.v1.ServiceSpecArgs(
+            type=service_type, selector=dict(app_labels), ports=[port]
+        ),
+        opts=child_opts(parent),
+    )
+
+
 @dataclass
 class PythonAppPod:
     """What the pod of one Python app runs.
@@ -158,8 +196,6 @@ class PythonAppPod:
     Attributes:
         app: Module name under ``infragym.apps`` (``heater``, ``siege_engine``).
         container: Name of the main container.
-        code_config_map: Name of the ConfigMap built by :func:`code_config_map` (pass
-            its ``metadata.name`` output, so the Deployment waits for it).
         port: The container port (named ``http``) serving ``/metrics``.
         args: Arguments after ``python -m infragym.apps.<app>``.
         env: Environment variables of the main container.
@@ -174,7 +210,6 @@ class PythonAppPod:
 
     app: str
     container: str
-    code_config_map: pulumi.Input[str]
     port: int
     args: Sequence[str]
     env: Mapping[str, pulumi.Input[str]]
@@ -186,8 +221,16 @@ class PythonAppPod:
     image: str = PYTHON_IMAGE
 
 
-def python_app_pod_template(pod: PythonAppPod) -> k8s.core.v1.PodTemplateSpecArgs:
-    """The pod template of a Python app run from ``pod.image`` with code from a ConfigMap."""
+def python_app_pod_template(
+    pod: PythonAppPod, code_config_map: pulumi.Input[str]
+) -> k8s.core.v1.PodTemplateSpecArgs:
+    """The pod template of a Python app run from ``pod.image`` with code from a ConfigMap.
+
+    Args:
+        pod: What the pod runs.
+        code_config_map: Name of the ConfigMap built by :func:`code_config_map` (pass its
+            ``metadata.name`` output, so the Deployment waits for it).
+    """
     v1 = k8s.core.v1
     env = [v1.EnvVarArgs(name=k, value=v) for k, v in pod.env.items()]
     env += [
@@ -235,11 +278,42 @@ def python_app_pod_template(pod: PythonAppPod) -> k8s.core.v1.PodTemplateSpecArg
                 v1.VolumeArgs(
                     name="code",
                     config_map=v1.ConfigMapVolumeSourceArgs(
-                        name=pod.code_config_map,
+                        name=code_config_map,
                         items=app_volume_items(pod.app),
                     ),
                 ),
                 v1.VolumeArgs(name="deps", empty_dir=v1.EmptyDirVolumeSourceArgs()),
             ],
         ),
+    )
+
+
+def python_app_deployment(
+    parent: pulumi.Resource,
+    name: str,
+    namespace: pulumi.Input[str],
+    replicas: int,
+    pod: PythonAppPod,
+    ignore_changes: list[str] | None = None,
+) -> k8s.apps.v1.Deployment:
+    """Deployment ``name`` of ``pod``, with the app's code in a ConfigMap ``<name>-code``.
+
+    Args:
+        parent: The component.
+        name: Name of the Deployment (and prefix of the ConfigMap's).
+        namespace: Namespace of both.
+        replicas: Replica count.
+        pod: What each pod runs; its labels are the Deployment's labels and selector.
+        ignore_changes: Property paths Pulumi leaves alone on updates.
+    """
+    code = code_config_map(parent, f"{name}-code", pod.app, namespace, pod.labels)
+    return k8s.apps.v1.Deployment(
+        name,
+        metadata=app_metadata(name, namespace, pod.labels),
+        spec=k8s.apps.v1.DeploymentSpecArgs(
+            replicas=replicas,
+            selector=k8s.meta.v1.LabelSelectorArgs(match_labels=dict(pod.labels)),
+            template=python_app_pod_template(pod, code.metadata.apply(lambda m: m.name)),
+        ),
+        opts=child_opts(parent, ignore_changes=ignore_changes),
     )

@@ -20,12 +20,14 @@ import pulumi_kubernetes as k8s
 from components.k8s._common import (
     PYTHON_IMAGE,
     PythonAppPod,
+    app_metadata,
+    app_service,
     child_opts,
-    code_config_map,
     labels,
     prometheus_annotations,
-    python_app_pod_template,
+    python_app_deployment,
     resource_requirements,
+    service_url,
 )
 from infragym.apps.workload import HEATER_PORT, HEATER_WORK_ENV, CpuWork
 
@@ -101,62 +103,41 @@ class Heater(pulumi.ComponentResource):
         super().__init__("infragym:k8s:Heater", name, None, opts)
         app = "heater"
         app_labels = labels(app)
-        code = code_config_map(self, "heater-code", app, args.namespace, app_labels)
-        template = python_app_pod_template(
-            PythonAppPod(
-                app=app,
-                container=app,
-                code_config_map=code.metadata.apply(lambda m: m.name),
-                port=HEATER_PORT,
-                args=["--port", str(HEATER_PORT)],
-                env={HEATER_WORK_ENV: args.work.model_dump_json()},
-                resources=resource_requirements(
-                    args.cpu_request, args.cpu_limit, args.memory_request, args.memory_limit
-                ),
-                labels=app_labels,
-                annotations=prometheus_annotations(HEATER_PORT),
-                readiness_path="/healthz",
-                node_selector=args.node_selector,
-                image=args.image,
-            )
+        pod = PythonAppPod(
+            app=app,
+            container=app,
+            port=HEATER_PORT,
+            args=["--port", str(HEATER_PORT)],
+            env={HEATER_WORK_ENV: args.work.model_dump_json()},
+            resources=resource_requirements(
+                args.cpu_request, args.cpu_limit, args.memory_request, args.memory_limit
+            ),
+            labels=app_labels,
+            annotations=prometheus_annotations(HEATER_PORT),
+            readiness_path="/healthz",
+            node_selector=args.node_selector,
+            image=args.image,
         )
         # With an HPA the replica count is the autoscaler's after creation: Pulumi must
         # not reset it on every update of this layer.
         ignore = ["spec.replicas"] if args.hpa is not None else None
-        self.deployment = k8s.apps.v1.Deployment(
-            app,
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=app, namespace=args.namespace, labels=app_labels
-            ),
-            spec=k8s.apps.v1.DeploymentSpecArgs(
-                replicas=args.replicas,
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=app_labels),
-                template=template,
-            ),
-            opts=child_opts(self, ignore_changes=ignore),
+        self.deployment = python_app_deployment(
+            self, app, args.namespace, args.replicas, pod, ignore_changes=ignore
         )
-        self.service = k8s.core.v1.Service(
+        self.service = app_service(
+            self,
             app,
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=app, namespace=args.namespace, labels=app_labels
+            args.namespace,
+            app_labels,
+            k8s.core.v1.ServicePortArgs(
+                name="http", port=80, target_port=HEATER_PORT, protocol="TCP"
             ),
-            spec=k8s.core.v1.ServiceSpecArgs(
-                type=args.service_type,
-                selector=app_labels,
-                ports=[
-                    k8s.core.v1.ServicePortArgs(
-                        name="http", port=80, target_port=HEATER_PORT, protocol="TCP"
-                    )
-                ],
-            ),
-            opts=child_opts(self),
+            service_type=args.service_type,
         )
         self.hpa: k8s.autoscaling.v2.HorizontalPodAutoscaler | None = None
         if args.hpa is not None:
             self.hpa = _hpa(self, args.namespace, app_labels, args.hpa)
-        self.url = pulumi.Output.from_input(args.namespace).apply(
-            lambda ns: f"http://{app}.{ns}.svc.cluster.local"
-        )
+        self.url = service_url(app, args.namespace)
         self.register_outputs({"url": self.url})
 
 
@@ -166,7 +147,7 @@ def _hpa(
     v2 = k8s.autoscaling.v2
     return v2.HorizontalPodAutoscaler(
         "heater",
-        metadata=k8s.meta.v1.ObjectMetaArgs(name="heater", namespace=namespace, labels=app_labels),
+        metadata=app_metadata("heater", namespace, app_labels),
         spec=v2.HorizontalPodAutoscalerSpecArgs(
             scale_target_ref=v2.CrossVersionObjectReferenceArgs(
                 api_version="apps/v1",

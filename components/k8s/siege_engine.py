@@ -21,12 +21,12 @@ import pulumi_kubernetes as k8s
 from components.k8s._common import (
     PYTHON_IMAGE,
     PythonAppPod,
-    child_opts,
-    code_config_map,
+    app_service,
     labels,
     prometheus_annotations,
-    python_app_pod_template,
+    python_app_deployment,
     resource_requirements,
+    service_url,
 )
 from infragym.apps.workload import (
     SIEGE_METRICS_PORT,
@@ -81,59 +81,35 @@ class SiegeEngine(pulumi.ComponentResource):
         super().__init__("infragym:k8s:SiegeEngine", name, None, opts)
         app, module = "siege-engine", "siege_engine"
         app_labels = labels(app)
-        code = code_config_map(self, f"{app}-code", module, args.namespace, app_labels)
-        template = python_app_pod_template(
-            PythonAppPod(
-                app=module,
-                container=app,
-                code_config_map=code.metadata.apply(lambda m: m.name),
+        pod = PythonAppPod(
+            app=module,
+            container=app,
+            port=SIEGE_METRICS_PORT,
+            args=["--metrics-port", str(SIEGE_METRICS_PORT), "--linger", "inf"],
+            env={
+                SIEGE_SCHEDULE_ENV: args.schedule.model_dump_json(),
+                SIEGE_TARGET_ENV: args.target,
+            },
+            resources=resource_requirements(
+                args.cpu_request, args.cpu_limit, args.memory_request, args.memory_limit
+            ),
+            labels=app_labels,
+            annotations=prometheus_annotations(SIEGE_METRICS_PORT),
+            readiness_path="/healthz",
+            image=args.image,
+        )
+        self.deployment = python_app_deployment(self, app, args.namespace, args.replicas, pod)
+        self.service = app_service(
+            self,
+            app,
+            args.namespace,
+            app_labels,
+            k8s.core.v1.ServicePortArgs(
+                name="metrics",
                 port=SIEGE_METRICS_PORT,
-                args=["--metrics-port", str(SIEGE_METRICS_PORT), "--linger", "inf"],
-                env={
-                    SIEGE_SCHEDULE_ENV: args.schedule.model_dump_json(),
-                    SIEGE_TARGET_ENV: args.target,
-                },
-                resources=resource_requirements(
-                    args.cpu_request, args.cpu_limit, args.memory_request, args.memory_limit
-                ),
-                labels=app_labels,
-                annotations=prometheus_annotations(SIEGE_METRICS_PORT),
-                readiness_path="/healthz",
-                image=args.image,
-            )
-        )
-        self.deployment = k8s.apps.v1.Deployment(
-            app,
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=app, namespace=args.namespace, labels=app_labels
+                target_port=SIEGE_METRICS_PORT,
+                protocol="TCP",
             ),
-            spec=k8s.apps.v1.DeploymentSpecArgs(
-                replicas=args.replicas,
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=app_labels),
-                template=template,
-            ),
-            opts=child_opts(self),
         )
-        self.service = k8s.core.v1.Service(
-            app,
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=app, namespace=args.namespace, labels=app_labels
-            ),
-            spec=k8s.core.v1.ServiceSpecArgs(
-                type="ClusterIP",
-                selector=app_labels,
-                ports=[
-                    k8s.core.v1.ServicePortArgs(
-                        name="metrics",
-                        port=SIEGE_METRICS_PORT,
-                        target_port=SIEGE_METRICS_PORT,
-                        protocol="TCP",
-                    )
-                ],
-            ),
-            opts=child_opts(self),
-        )
-        self.metrics_url = pulumi.Output.from_input(args.namespace).apply(
-            lambda ns: f"http://{app}.{ns}.svc.cluster.local:{SIEGE_METRICS_PORT}/metrics"
-        )
+        self.metrics_url = service_url(app, args.namespace, f":{SIEGE_METRICS_PORT}/metrics")
         self.register_outputs({"metrics_url": self.metrics_url})

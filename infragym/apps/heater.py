@@ -48,8 +48,9 @@ Database. When ``--db-dsn`` (or ``HEATER_DB_DSN``) is set and the work has a
 server kept open. ``psycopg`` is not a dependency of infragym: it is imported only then, and
 its absence is reported at start-up.
 
-This module imports only the standard library, aiohttp, prometheus_client, pydantic and
-:mod:`infragym.apps.workload`, because in a cluster it runs from a stock Python image
+This module imports only the standard library, aiohttp, prometheus_client and the
+sibling modules :mod:`~infragym.apps.workload` (pydantic) and
+:mod:`~infragym.apps._serving`, because in a cluster it runs from a stock Python image
 with just those packages installed.
 """
 
@@ -71,19 +72,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    disable_created_metrics,
-)
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 try:
+    from infragym.apps._serving import add_probe_routes, process_registry
     from infragym.apps.workload import HEATER_PORT, HEATER_WORK_ENV, LATENCY_BUCKETS, CpuWork
-except ImportError:  # pragma: no cover - run as a plain script next to a mounted workload.py
+except ImportError:  # pragma: no cover - run as a plain script next to the mounted modules
+    from _serving import add_probe_routes, process_registry  # type: ignore[no-redef]
     from workload import (  # type: ignore[no-redef]
         HEATER_PORT,
         HEATER_WORK_ENV,
@@ -129,8 +124,7 @@ class HeaterMetrics:
     """The heater's Prometheus series, in a registry of their own (keeps tests isolated)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        ProcessCollector(registry=self.registry)
+        self.registry = process_registry(registry)
         self.requests = Counter(
             "heater_requests",
             "Work requests answered, by HTTP status code.",
@@ -331,16 +325,6 @@ async def _work(request: web.Request) -> web.Response:
             m.requests.labels(code=str(code)).inc()
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(request.app[_SERVER].metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": content_type})
-
-
 def make_app(
     work: CpuWork,
     *,
@@ -361,8 +345,7 @@ def make_app(
     app[_SERVER] = server
     app[_RNG] = random.Random(seed)
     app.router.add_get("/", _work)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/metrics", _metrics)
+    add_probe_routes(app, server.metrics.registry)
 
     async def _start(app: web.Application) -> None:
         await server.start()

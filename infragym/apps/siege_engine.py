@@ -60,8 +60,9 @@ to stdout: ``sent``, ``completed``, ``failed`` (by reason), ``failed_total``, ``
 counts. ``--latency-log PATH`` writes every request as CSV ``t_sent,latency_s,ok``
 (``t_sent``: scheduled send time in seconds since the start).
 
-This module imports only the standard library, aiohttp, prometheus_client, pydantic and
-:mod:`infragym.apps.workload`, because in a cluster it runs from a stock Python image
+This module imports only the standard library, aiohttp, prometheus_client and the
+sibling modules :mod:`~infragym.apps.workload` (pydantic) and
+:mod:`~infragym.apps._serving`, because in a cluster it runs from a stock Python image
 with just those packages installed.
 """
 
@@ -81,17 +82,10 @@ from typing import IO, Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    disable_created_metrics,
-)
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 try:
+    from infragym.apps._serving import add_probe_routes, process_registry
     from infragym.apps.workload import (
         LATENCY_BUCKETS,
         SIEGE_METRICS_PORT,
@@ -99,7 +93,8 @@ try:
         SIEGE_TARGET_ENV,
         Schedule,
     )
-except ImportError:  # pragma: no cover - run as a plain script next to a mounted workload.py
+except ImportError:  # pragma: no cover - run as a plain script next to the mounted modules
+    from _serving import add_probe_routes, process_registry  # type: ignore[no-redef]
     from workload import (  # type: ignore[no-redef]
         LATENCY_BUCKETS,
         SIEGE_METRICS_PORT,
@@ -213,8 +208,7 @@ class SiegeMetrics:
     """The siege-engine's Prometheus series, in a registry of their own."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        ProcessCollector(registry=self.registry)
+        self.registry = process_registry(registry)
         r = self.registry
         self.sent = Counter("siege_requests_sent", "Requests the schedule sent.", registry=r)
         self.failed = Counter(
@@ -419,19 +413,6 @@ class Siege:
         }
 
 
-async def _metrics_handler(request: web.Request) -> web.Response:
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(request.app[_REGISTRY])
-    return web.Response(body=body, headers={"Content-Type": content_type})
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
-
-
-_REGISTRY = web.AppKey("registry", CollectorRegistry)
-
-
 async def _amain(args: argparse.Namespace, schedule: Schedule, target: str) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -441,9 +422,7 @@ async def _amain(args: argparse.Namespace, schedule: Schedule, target: str) -> d
     runner: web.AppRunner | None = None
     if args.metrics_port:
         app = web.Application()
-        app[_REGISTRY] = metrics.registry
-        app.router.add_get("/metrics", _metrics_handler)
-        app.router.add_get("/healthz", _healthz)
+        add_probe_routes(app, metrics.registry)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, args.metrics_host, args.metrics_port).start()

@@ -74,14 +74,11 @@ def workload_from_deployment(key: tuple[str, str], inputs: Mapping[str, Any]) ->
     pod_spec = (spec.get("template") or {}).get("spec") or {}
     containers = pod_spec.get("containers") or [{}]
     requests_cpu = requests_mem = 0.0
-    limit_cpu: float | None = 0.0
     for c in containers:
-        res = c.get("resources") or {}
-        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        req = (c.get("resources") or {}).get("requests") or {}
         requests_cpu += cpu_cores(req.get("cpu")) or 0.0
         requests_mem += memory_gib(req.get("memory")) or 0.0
-        c_lim = cpu_cores(lim.get("cpu"))
-        limit_cpu = None if limit_cpu is None or c_lim is None else limit_cpu + c_lim
+    limit_cpu = _cpu_limit(containers)
     env = _env(containers[0])
     role, work, schedule, workers = "other", None, None, 1
     if HEATER_WORK_ENV in env:
@@ -103,6 +100,26 @@ def workload_from_deployment(key: tuple[str, str], inputs: Mapping[str, Any]) ->
         schedule=schedule,
         workers=workers,
     )
+
+
+def deployment_cpu_limit(inputs: Mapping[str, Any]) -> float | None:
+    """A Deployment's pod CPU limit: the sum of its containers' limits, ``None`` if one has none.
+
+    The same reading as :func:`workload_from_deployment`'s, for the twin's fast path of a
+    limit knob.
+    """
+    spec = inputs.get("spec") or {}
+    pod_spec = (spec.get("template") or {}).get("spec") or {}
+    return _cpu_limit(pod_spec.get("containers") or [{}])
+
+
+def _cpu_limit(containers: list[Mapping[str, Any]]) -> float | None:
+    limit_cpu: float | None = 0.0
+    for c in containers:
+        lim = (c.get("resources") or {}).get("limits") or {}
+        c_lim = cpu_cores(lim.get("cpu"))
+        limit_cpu = None if limit_cpu is None or c_lim is None else limit_cpu + c_lim
+    return limit_cpu
 
 
 @functools.lru_cache(maxsize=256)

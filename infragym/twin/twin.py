@@ -22,6 +22,7 @@ Deterministic for a given seed: the only randomness is the optional arrival nois
 from __future__ import annotations
 
 import copy
+import heapq
 import math
 import random
 from collections.abc import Sequence
@@ -46,6 +47,9 @@ from infragym.twin.queueing import Queue
 _NAN = float("nan")
 _INF = float("inf")
 
+CPU_LIMIT_PATH = "spec.template.spec.containers[0].resources.limits.cpu"
+"""The Deployment property of a CPU-limit knob (it has a fast path in :meth:`Twin.set_property`)."""
+
 
 class Twin:
     """A simulated deployment built from a resource graph.
@@ -54,7 +58,14 @@ class Twin:
         records: The resource graph (custom resources with camelCase inputs).
         seed: Seed of the arrival noise.
         params: Timing and behaviour assumptions.
+
+    Attributes:
+        fast_paths: Apply the common knobs (replicas, a container's CPU limit, a fixed
+            pool's node count) directly rather than by re-reading the resource. Same
+            result either way; the switch is there so that tests can check that.
     """
+
+    fast_paths: bool = True
 
     def __init__(
         self,
@@ -72,6 +83,15 @@ class Twin:
         self.autoscalers: dict[tuple[str, str], Autoscaler] = {}
         self._next_event = _INF
         self._first_removal = _INF  # earliest removed_at among the nodes
+        # Caches kept by _refresh_nodes: the Ready nodes (pool order), what they cost with
+        # the static graph, and the next node boot. Invalid when _nodes_dirty is set.
+        self._ready: list[Node] = []
+        self._hourly = 0.0
+        self._next_node_ready = _INF
+        self._nodes_dirty = True
+        # Whether anything that could let a Pending pod bind changed since _schedule ran.
+        self._sched_dirty = True
+        self._autoscaling = False
         self._quantile_cache: dict[tuple, tuple[float, float, float, float]] = {}
         # Records are shared with the backend's graph cache: copy one before writing it.
         self._owned: set[tuple[str, str]] = set()
@@ -93,8 +113,9 @@ class Twin:
                 self.workloads[key] = w
                 self._add_pods(w, w.replicas)
         self._rebuild_autoscalers()
-        self._schedule(0.0, startup=0.0)
         self._static_hourly = self._static_cost()
+        self._refresh_nodes(0.0)
+        self._schedule(0.0, startup=0.0)
         self._current = self._serving_plan(0.0)
         self._last: dict[str, float] = {}
         self._unmodelled = tuple(
@@ -136,6 +157,8 @@ class Twin:
 
     def hourly_cost(self) -> float:
         """USD per hour now: Ready nodes plus everything else in the graph."""
+        if self._nodes_dirty or self._next_node_ready <= self.t:
+            self._refresh_nodes(self.t)
         return self._serving_plan(self.t).hourly
 
     def _record(self, type_token: str, name: str) -> ResourceRecord:
@@ -164,15 +187,23 @@ class Twin:
             self._owned.add(key)
         set_path(record.inputs, path, value)
         self._next_event = self.t  # re-plan from now
-        # Fast paths for the two knobs agents turn most; the general path re-reads all.
-        if type_token == builder.DEPLOYMENT and path == "spec.replicas":
-            w = self.workloads[key]
-            w.replicas = int(value)
-            self._scale(w, w.replicas)
-            return
-        if type_token == NODE_POOL and path == "nodeCount" and not self.pools[key].auto_scale:
-            self._resize_pool(self.pools[key], int(value))
-            return
+        # Fast paths for the knobs agents turn most: each does what the general path below
+        # does for that property, without re-reading the whole resource.
+        if self.fast_paths:
+            if type_token == builder.DEPLOYMENT:
+                if path == "spec.replicas":
+                    w = self.workloads[key]
+                    w.replicas = int(value)
+                    self._scale(w, w.replicas)
+                    return
+                if path == CPU_LIMIT_PATH:
+                    self._set_cpu_limit(
+                        self.workloads[key], builder.deployment_cpu_limit(record.inputs)
+                    )
+                    return
+            elif type_token == NODE_POOL and path == "nodeCount" and not self.pools[key].auto_scale:
+                self._resize_pool(self.pools[key], int(value))
+                return
         if type_token in (CLUSTER, NODE_POOL):
             build = (
                 builder.pool_from_cluster if type_token == CLUSTER else builder.pool_from_node_pool
@@ -191,6 +222,17 @@ class Twin:
             and resource_hourly_cost(record, include_nodes=False) is not None
         ):
             self._static_hourly = self._static_cost()
+            self._nodes_dirty = True
+
+    def _set_cpu_limit(self, w: Workload, limit: float | None) -> None:
+        """What :meth:`_update_workload` does when only the pod CPU limit changes."""
+        if limit == w.cpu_limit:
+            return
+        prev_cores = w.cores_per_pod
+        w.cpu_limit = limit
+        w.rollout_done_at = self.t + self.params.pod_startup_s
+        w.prev_cores = prev_cores
+        self._recount_requests()
 
     def _update_pool(self, pool: NodePool, new: NodePool) -> None:
         t = self.t
@@ -199,11 +241,13 @@ class Twin:
             new.min_nodes,
             new.max_nodes,
         )
+        self._refresh_autoscaling()
         if new.size.slug != pool.size.slug:
             # Nodes cannot be resized: a new pool comes up, then the old nodes go.
             ready_at = t + self.params.node_boot_s
-            for node in pool.live():
-                node.removed_at = ready_at
+            for node in pool.nodes:
+                if node.removed_at is None:
+                    node.removed_at = ready_at
             pool.size = new.size
             self._add_nodes(pool, new.count, ready_at)
             self._first_removal = min(self._first_removal, ready_at)
@@ -230,6 +274,7 @@ class Twin:
         else:
             new.rollout_done_at, new.prev_cores = old.rollout_done_at, old.prev_cores
         self.workloads[new.key] = new
+        self._sched_dirty = True  # the selector or requests may have changed
         self._scale(new, new.replicas)
         for hpa in self.autoscalers.values():
             if hpa.target is old:
@@ -247,28 +292,49 @@ class Twin:
                 if hpa is not None:
                     hpa.history = old[key].history if key in old else []
                     self.autoscalers[key] = hpa
+        self._refresh_autoscaling()
+
+    def _refresh_autoscaling(self) -> None:
+        self._autoscaling = bool(self.autoscalers) or any(p.auto_scale for p in self.pools.values())
 
     # ----------------------------------------------------------------- nodes and pods
 
     def _add_nodes(self, pool: NodePool, count: int, ready_at: float) -> None:
+        size = pool.size
+        cpu, memory = size.allocatable_cpu, size.allocatable_memory_gib
+        t = self.t
         for _ in range(count):
             pool.serial += 1
             pool.nodes.append(
-                Node(
-                    name=f"{pool.name}-{pool.serial}",
-                    pool=pool,
-                    size=pool.size,
-                    created_at=self.t,
-                    ready_at=ready_at,
-                    cpu=pool.size.allocatable_cpu,
-                    memory=pool.size.allocatable_memory_gib,
-                )
+                Node(f"{pool.name}-{pool.serial}", pool, size, t, ready_at, cpu, memory)
             )
+        if count > 0 and ready_at < self._next_node_ready:
+            self._next_node_ready = ready_at
+
+    def _refresh_nodes(self, t: float) -> None:
+        """Recompute the Ready nodes (pool order), the hourly cost and the next node boot."""
+        ready: list[Node] = []
+        hourly = self._static_hourly
+        boot = _INF
+        for pool in self.pools.values():
+            for n in pool.nodes:
+                ra = n.ready_at
+                if ra <= t:
+                    if n.removed_at is None or n.removed_at > t:
+                        ready.append(n)
+                        hourly += n.size.price_hourly_usd
+                elif ra < boot:
+                    boot = ra
+        self._ready = ready
+        self._hourly = hourly
+        self._next_node_ready = boot
+        self._nodes_dirty = False
+        self._sched_dirty = True
 
     def _remove_nodes(self, pool: NodePool, count: int) -> None:
         """Remove ``count`` nodes: booting ones first, then the least requested, newest first."""
         t = self.t
-        live = [n for n in pool.live()]
+        live = pool.live()
         live.sort(key=lambda n: (n.ready(t), n.cpu_requested, -n.created_at))
         for node in live[:count]:
             node.removed_at = t
@@ -279,32 +345,33 @@ class Twin:
         """Drop nodes removed by ``t``; their pods go back to Pending."""
         if self._first_removal > t:
             return
-        gone = {
-            id(n)
-            for pool in self.pools.values()
-            for n in pool.nodes
-            if n.removed_at is not None and n.removed_at <= t
-        }
-        for w in self.workloads.values():
-            for batch in w.batches:
-                if id(batch.node) in gone:
-                    batch.node, batch.ready_at = None, _INF
+        gone: set[Node] = set()
+        first = _INF
         for pool in self.pools.values():
-            pool.nodes = [n for n in pool.nodes if id(n) not in gone]
+            dropped = False
+            for n in pool.nodes:
+                r = n.removed_at
+                if r is not None:
+                    if r <= t:
+                        gone.add(n)
+                        dropped = True
+                    elif r < first:
+                        first = r
+            if dropped:
+                pool.nodes = [n for n in pool.nodes if n not in gone]
+        if gone:
+            for w in self.workloads.values():
+                for batch in w.batches:
+                    if batch.node in gone:
+                        batch.node, batch.ready_at = None, _INF
         self._recount_requests()
-        self._first_removal = min(
-            (
-                n.removed_at
-                for p in self.pools.values()
-                for n in p.nodes
-                if n.removed_at is not None
-            ),
-            default=_INF,
-        )
+        self._first_removal = first
+        self._nodes_dirty = True
 
     def _add_pods(self, w: Workload, count: int) -> None:
         if count > 0:
             w.batches.append(PodBatch(count=count, created_at=self.t))
+            self._sched_dirty = True
 
     def _scale(self, w: Workload, replicas: int) -> None:
         extra = w.pod_count - replicas
@@ -329,146 +396,174 @@ class Twin:
             for n in pool.nodes:
                 n.cpu_requested = n.memory_requested = 0.0
         for w in self.workloads.values():
+            cpu, memory = w.cpu_request, w.memory_request
             for b in w.batches:
-                if b.node is not None:
-                    b.node.cpu_requested += w.cpu_request * b.count
-                    b.node.memory_requested += w.memory_request * b.count
+                node = b.node
+                if node is not None:
+                    node.cpu_requested += cpu * b.count
+                    node.memory_requested += memory * b.count
+        self._sched_dirty = True
 
     def _schedule(self, t: float, startup: float | None = None) -> None:
         """Bind Pending pods to Ready nodes with room, one by one, least-allocated first.
 
         Pods of one workload are identical, so once one fits nowhere the rest of that
-        workload's Pending pods stay Pending too.
+        workload's Pending pods stay Pending too. A heap ordered by (free share, node
+        order) makes the same choices as a scan of the nodes for every pod.
         """
+        self._sched_dirty = False
         startup = self.params.pod_startup_s if startup is None else startup
-        ready_nodes = None
+        ready_nodes = self._ready
         for w in self.workloads.values():
             pending = [b for b in w.batches if b.node is None]
             if not pending:
                 continue
-            if ready_nodes is None:
-                ready_nodes = [n for p in self.pools.values() for n in p.nodes if n.ready(t)]
             selector = w.node_selector.items()
-            nodes = [n for n in ready_nodes if all(n.pool.labels.get(k) == v for k, v in selector)]
-            placed: dict[int, PodBatch] = {}
-            full = False
+            cpu_req, mem_req = w.cpu_request, w.memory_request
+            heap: list[tuple[float, int, Node]] = []
+            for i, n in enumerate(ready_nodes):
+                if selector and not all(n.pool.labels.get(k) == v for k, v in selector):
+                    continue
+                if n.fits(w):
+                    free = 1.0 - n.cpu_requested / n.cpu
+                    if free > -1.0:
+                        heap.append((-free, i, n))
+            if not heap:
+                continue
+            heapq.heapify(heap)
+            placed: dict[Node, PodBatch] = {}
+            ready_at = t + startup
             for batch in pending:
-                while batch.count and not full:
-                    best, best_free = None, -1.0
-                    for n in nodes:
-                        if n.fits(w):
-                            free = 1.0 - n.cpu_requested / n.cpu
-                            if free > best_free:
-                                best, best_free = n, free
-                    if best is None:
-                        full = True
-                        break
-                    best.cpu_requested += w.cpu_request
-                    best.memory_requested += w.memory_request
+                while batch.count:
+                    best = heap[0][2]
+                    best.cpu_requested += cpu_req
+                    best.memory_requested += mem_req
                     batch.count -= 1
-                    bound = placed.get(id(best))
+                    bound = placed.get(best)
                     if bound is None:
-                        bound = placed[id(best)] = PodBatch(0, batch.created_at, best, t + startup)
+                        bound = placed[best] = PodBatch(0, batch.created_at, best, ready_at)
                     bound.count += 1
-            if placed:
-                w.batches = [b for b in w.batches if b.count] + list(placed.values())
+                    free = 1.0 - best.cpu_requested / best.cpu
+                    if best.fits(w) and free > -1.0:
+                        heapq.heapreplace(heap, (-free, heap[0][1], best))
+                    else:
+                        heapq.heappop(heap)
+                        if not heap:
+                            break
+                if not heap:
+                    break
+            w.batches = [b for b in w.batches if b.count] + list(placed.values())
 
     def _plan(self, t: float) -> float:
         """Apply what is due at ``t`` and return the time of the next event."""
         for w in self.workloads.values():
             if w.rollout_done_at <= t:
                 w.prev_cores = None
-        self._evict(t)
-        self._schedule(t)
+        if self._first_removal <= t:
+            self._evict(t)
+        if self._nodes_dirty or self._next_node_ready <= t:
+            self._refresh_nodes(t)
+        if self._sched_dirty:
+            self._schedule(t)
         nxt = self._first_removal if self._first_removal > t else _INF
-        for pool in self.pools.values():
-            for n in pool.nodes:
-                if t < n.ready_at < nxt:
-                    nxt = n.ready_at
+        if self._next_node_ready < nxt:
+            nxt = self._next_node_ready
         for w in self.workloads.values():
             if t < w.rollout_done_at < nxt:
                 nxt = w.rollout_done_at
-            for b in w.batches:
+            batches = w.batches
+            for b in batches:
                 if t < b.ready_at < nxt:
                     nxt = b.ready_at
-            if len(w.batches) > 1:
+            if len(batches) > 1:
                 self._merge_ready(w, t)
         self._current = self._serving_plan(t)
         return nxt
 
     @staticmethod
     def _merge_ready(w: Workload, t: float) -> None:
-        """Fold the Ready batches on each node into one (keeps batch lists short)."""
-        merged: dict[int, PodBatch] = {}
+        """Fold the Ready batches on each node into one (keeps batch lists short).
+
+        The Ready batches go last, one per node, in the order of their nodes' first.
+        """
+        merged: dict[Node, PodBatch] = {}
         rest = []
         for b in w.batches:
-            if b.node is not None and b.ready_at <= t:
-                m = merged.get(id(b.node))
+            node = b.node
+            if node is not None and b.ready_at <= t:
+                m = merged.get(node)
                 if m is None:
-                    merged[id(b.node)] = b
+                    merged[node] = b
                 else:
                     m.count += b.count
-                    m.created_at = max(m.created_at, b.created_at)
+                    if b.created_at > m.created_at:
+                        m.created_at = b.created_at
             else:
                 rest.append(b)
-        w.batches = rest + list(merged.values())
+        rest += merged.values()
+        w.batches = rest
 
     def _serving_plan(self, t: float) -> _Plan:
-        """Everything about serving that holds until the next event."""
+        """Everything about serving that holds until the next event.
+
+        Uses the node caches of :meth:`_refresh_nodes`, which must be current.
+        """
         plan = _Plan()
-        for pool in self.pools.values():
-            for n in pool.nodes:
-                n.demand = 0.0
-                n.heater_ready = 0
+        pending = 0
+        schedules = plan.schedules
         # Other pods hold their CPU requests; Ready heater pods share what is left (_serve).
-        heater_ready: list[tuple[Workload, Node, int]] = []
+        demand: dict[Node, float] = {}
+        on_node: dict[Node, int] = {}
+        heater_ready: list[tuple[tuple, Node, int]] = []
+        desired = ready_total = 0
+        requested = limit = 0.0
         for w in self.workloads.values():
-            heater = w.role == "heater" and w.work is not None
+            work = w.work
+            heater = w.role == "heater" and work is not None
+            cpu_req = w.cpu_request
             ready = 0
+            head: tuple | None = None
             for b in w.batches:
                 node = b.node
                 if node is None:
-                    plan.pods_pending += b.count
+                    pending += b.count
                     continue
-                if b.ready_at <= t and heater:
-                    ready += b.count
-                    node.heater_ready += b.count
-                    heater_ready.append((w, node, b.count))
-                else:
-                    ready += b.ready_at <= t
-                    node.demand += w.cpu_request * b.count
-            if w.role == "siege" and w.schedule is not None and ready:
-                plan.schedules.append(w.schedule)
+                if b.ready_at <= t:
+                    if heater:
+                        count = b.count
+                        ready += count
+                        on_node[node] = on_node.get(node, 0) + count
+                        if head is None:
+                            head = _pod_head(w)
+                        heater_ready.append((head, node, count))
+                        continue
+                    ready += 1
+                demand[node] = demand.get(node, 0.0) + cpu_req * b.count
             if heater:
-                plan.replicas_desired += w.replicas
-                plan.replicas_ready += ready
-                plan.requested_cpu += w.cpu_request * ready
-                plan.limit_cpu += (w.cpu_limit if w.cpu_limit is not None else _NAN) * ready
+                desired += w.replicas
+                ready_total += ready
+                requested += cpu_req * ready
+                limit += (w.cpu_limit if w.cpu_limit is not None else _NAN) * ready
+            elif ready and w.role == "siege" and w.schedule is not None:
+                schedules.append(w.schedule)
         groups: dict[tuple, list[int]] = {}
-        for w, node, count in heater_ready:
-            work = w.work
-            assert work is not None
-            cores = w.prev_cores if w.prev_cores is not None else w.cores_per_pod
-            free = max(node.cpu - node.demand, 0.0)
-            key = (
-                w.workers,
-                cores,
-                work.scv,
-                work.timeout_s,
-                work.mean_ms / 1000.0,
-                free,
-                node.heater_ready,
-            )
-            groups.setdefault(key, [0])[0] += count
+        for head, node, count in heater_ready:
+            free = node.cpu - demand.get(node, 0.0)
+            key = (*head, free if free > 0.0 else 0.0, on_node[node])
+            g = groups.get(key)
+            if g is None:
+                groups[key] = [count]
+            else:
+                g[0] += count
         plan.groups = [(n[0], *key) for key, n in groups.items()]
         plan.heater_pods = sum(n[0] for n in groups.values())
-        hourly = self._static_hourly
-        for pool in self.pools.values():
-            for n in pool.nodes:
-                if n.ready(t):
-                    plan.nodes_ready += 1
-                    hourly += n.size.price_hourly_usd
-        plan.hourly = hourly
+        plan.pods_pending = pending
+        plan.replicas_desired = desired
+        plan.replicas_ready = ready_total
+        plan.requested_cpu = requested
+        plan.limit_cpu = limit
+        plan.nodes_ready = len(self._ready)
+        plan.hourly = self._hourly
         return plan
 
     # ----------------------------------------------------------------- time
@@ -492,7 +587,7 @@ class Twin:
         if self.params.noise and acc.sent > 0.0:
             acc.scale(self._poisson(acc.sent) / acc.sent)
         self._last = self._metrics(acc, seconds)
-        if self.autoscalers or any(p.auto_scale for p in self.pools.values()):
+        if self._autoscaling:
             self._autoscale(acc, seconds)
         return self._last
 
@@ -516,6 +611,9 @@ class Twin:
         lam_pod = round(lam / plan.heater_pods, 3)
         if lam_pod <= 0.0:
             return
+        cache = self._quantile_cache
+        answered, failed, total_served = acc.answered, acc.failed, acc.served
+        busy, s50, s95, s99 = acc.busy_cpu, acc.p50, acc.p95, acc.p99
         for count, c, cores, scv, timeout, cpu_s, free, on_node in plan.groups:
             # CFS: only when the node's heater pods use more CPU than it has free do they
             # slow each other, and then they share it equally.
@@ -523,19 +621,22 @@ class Twin:
                 cores = min(cores, free / on_node)
             mu = min(1.0, cores / c) / cpu_s
             if mu <= 0.0:
-                acc.answered += lam_pod * dt * count
-                acc.failed += lam_pod * dt * count
+                answered += lam_pod * dt * count
+                failed += lam_pod * dt * count
                 continue
-            p50, p95, p99, fail = self._pod_latency(c, mu, lam_pod, scv, timeout)
+            hit = cache.get((c, mu, lam_pod, scv, timeout))
+            p50, p95, p99, fail = hit or self._pod_latency(c, mu, lam_pod, scv, timeout)
             n = lam_pod * dt * count
             served = n * (1.0 - fail)
-            acc.answered += n
-            acc.failed += n - served
-            acc.served += served
-            acc.busy_cpu += served * cpu_s
-            acc.p50 += p50 * served
-            acc.p95 += p95 * served
-            acc.p99 += p99 * served
+            answered += n
+            failed += n - served
+            total_served += served
+            busy += served * cpu_s
+            s50 += p50 * served
+            s95 += p95 * served
+            s99 += p99 * served
+        acc.answered, acc.failed, acc.served = answered, failed, total_served
+        acc.busy_cpu, acc.p50, acc.p95, acc.p99 = busy, s50, s95, s99
 
     def _poisson(self, mean: float) -> float:
         """A Poisson draw (normal approximation above 50, exact below)."""
@@ -689,6 +790,14 @@ def hpa_proposal(
     if abs(ratio - 1.0) <= tolerance:
         return current
     return math.ceil(current * ratio)
+
+
+def _pod_head(w: Workload) -> tuple:
+    """What every Ready heater pod of ``w`` shares: (workers, cores, scv, timeout, CPU s)."""
+    work = w.work
+    assert work is not None
+    cores = w.prev_cores if w.prev_cores is not None else w.cores_per_pod
+    return (w.workers, cores, work.scv, work.timeout_s, work.mean_ms / 1000.0)
 
 
 class _Plan:

@@ -1,5 +1,5 @@
-"""What the droplet-based DigitalOcean layers share: settings types, upstream network,
-and the secret seed.
+"""What the droplet-based DigitalOcean layers share: settings types and base models,
+declared resources, upstream network, and the secret seed.
 
 The secret seed: layers whose nodes boot with keys or tokens derive them all from one
 ``secret_seed`` setting (see :mod:`components.do._pki` for why derived and not random).
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, Field, SecretStr
 
-from stacks.registry import LayerContext
+from stacks.registry import LayerContext, LayerSettings
 
 if TYPE_CHECKING:
     from components.do._nodes import DropletSpec, Network
@@ -66,6 +66,34 @@ SECRET_SEED_DESCRIPTION = (
 )
 
 CORE_OUTPUTS = ("region", "vpc_id", "vpc_ip_range", "tag")
+
+DROPLET_LAYER_RESOURCES: tuple[str, ...] = (
+    "digitalocean:index/tag:Tag",
+    "digitalocean:index/firewall:Firewall",
+    "digitalocean:index/droplet:Droplet",
+    "digitalocean:index/projectResources:ProjectResources",
+)
+"""What every droplet layer's component creates: role tags, their firewalls, droplets,
+and the droplets' project membership."""
+
+
+class DropletLayerSettings(LayerSettings):
+    """Settings every droplet layer has: the image and SSH keys of its droplets."""
+
+    image: str = Field("ubuntu-24-04-x64", description="Droplet image (Ubuntu 24.04).")
+    ssh_keys: list[SshKey] = Field(
+        default_factory=list, description="DigitalOcean SSH key ids or fingerprints."
+    )
+
+    def droplet(self, size: str) -> DropletSpec:
+        """A droplet of ``size`` with the layer's image and SSH keys."""
+        return droplet_spec(size, self.image, self.ssh_keys)
+
+
+class SeededDropletLayerSettings(DropletLayerSettings):
+    """Droplet layer settings plus the secret seed its nodes' keys and tokens derive from."""
+
+    secret_seed: SecretSeed = Field(None, description=SECRET_SEED_DESCRIPTION)
 
 
 def network(ctx: LayerContext) -> Network:

@@ -1,4 +1,5 @@
-"""What every Kubernetes layer shares: the ``k8s`` provider and settings helpers.
+"""What every Kubernetes layer shares: the ``k8s`` provider, settings helpers, and the
+mapping of settings onto the component's arguments.
 
 Every k8s layer talks to the cluster through one explicit ``pulumi_kubernetes.Provider``
 with the logical name ``k8s``, built from the upstream ``kubeconfig`` output (provided by
@@ -8,12 +9,15 @@ through ``ResourceOptions(providers=...)``, and the component's children inherit
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Self, TypeVar
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, SecretStr, model_validator
 
-from stacks.registry import LayerContext
+from stacks.registry import LayerContext, LayerSettings
+
+T = TypeVar("T")
 
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|Ti|k|M|G)?$")
 _SUFFIX = {
@@ -50,6 +54,20 @@ def check_request_within_limit(what: str, request: str, limit: str) -> None:
         )
 
 
+class ContainerSettings(LayerSettings):
+    """Base of a layer's settings that size a container: every ``<what>_request`` the
+    model has (``cpu``, ``memory``) must not exceed its ``<what>_limit``, if it has one."""
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> Self:
+        for what in ("cpu", "memory"):
+            request = getattr(self, f"{what}_request", None)
+            limit = getattr(self, f"{what}_limit", None)
+            if request is not None and limit is not None:
+                check_request_within_limit(what, request, limit)
+        return self
+
+
 _DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
 
 
@@ -84,3 +102,26 @@ def component_opts(ctx: LayerContext) -> Any:
     import pulumi
 
     return pulumi.ResourceOptions(providers=[k8s_provider(ctx)])
+
+
+def component_args(args_type: type[T], settings: LayerSettings, **values: Any) -> T:
+    """The component's ``...Args`` dataclass built from a layer's settings.
+
+    Each settings field that ``args_type`` has a field of the same name for is passed on
+    as is; ``values`` (upstream outputs, converted settings) are added and win.
+
+    Args:
+        args_type: The component's arguments dataclass.
+        settings: The layer's validated settings.
+        **values: Further arguments, and replacements of passed-on settings.
+
+    Raises:
+        TypeError: A secret setting would be passed on unwrapped (pass its value in
+            ``values`` instead).
+    """
+    names = {f.name for f in dataclasses.fields(args_type)}  # type: ignore[arg-type]
+    passed = {k: getattr(settings, k) for k in type(settings).model_fields if k in names}
+    for key, value in passed.items():
+        if key not in values and isinstance(value, SecretStr):
+            raise TypeError(f"setting {key!r} is a secret: pass its value explicitly")
+    return args_type(**{**passed, **values})

@@ -18,14 +18,12 @@ from pydantic import AfterValidator, Field, field_validator
 from infragym.catalog import unknown_choice
 from infragym.errors import ConfigError
 from stacks.layers._do_droplets import (
-    SECRET_SEED_DESCRIPTION,
-    SecretSeed,
-    SshKey,
-    droplet_spec,
+    DROPLET_LAYER_RESOURCES,
+    SeededDropletLayerSettings,
     network,
     secret_seed,
 )
-from stacks.registry import Layer, LayerContext, LayerSettings, register
+from stacks.registry import Layer, LayerContext, register
 from stacks.validators import Cidr, DropletSize
 
 KUBERNETES_MINORS = ("1.31", "1.32", "1.33", "1.34")
@@ -45,16 +43,12 @@ MIN_CONTROL_PLANE_MEMORY_MIB = 2048
 """kubeadm's preflight check refuses a control plane with less than 2 vCPUs or 2 GB."""
 
 
-class DoK8sControlPlaneSettings(LayerSettings):
+class DoK8sControlPlaneSettings(SeededDropletLayerSettings):
     """Settings of the ``do-k8s-control-plane`` layer."""
 
     size: DropletSize = Field(
         "s-2vcpu-4gb",
         description="Control-plane droplet size; kubeadm needs >= 2 vCPUs and 2 GiB.",
-    )
-    image: str = Field("ubuntu-24-04-x64", description="Droplet image (Ubuntu 24.04).")
-    ssh_keys: list[SshKey] = Field(
-        default_factory=list, description="DigitalOcean SSH key ids or fingerprints."
     )
     kubernetes_minor: KubernetesMinor = Field(
         "1.33", description="Kubernetes minor version (kubeadm's latest patch of it)."
@@ -67,7 +61,6 @@ class DoK8sControlPlaneSettings(LayerSettings):
     schedule_workloads: bool = Field(
         False, description="Let pods run on the control plane (drops its taint)."
     )
-    secret_seed: SecretSeed = Field(None, description=SECRET_SEED_DESCRIPTION)
 
     @field_validator("size")
     @classmethod
@@ -111,7 +104,7 @@ def program(ctx: LayerContext) -> Mapping[str, Any]:
         "k8s-control-plane",
         K8sControlPlaneArgs(
             network=network(ctx),
-            droplet=droplet_spec(s.size, s.image, s.ssh_keys),
+            droplet=s.droplet(s.size),
             secret_seed=seed,
             kubernetes_minor=s.kubernetes_minor,
             pod_cidr=s.pod_cidr,
@@ -155,12 +148,6 @@ LAYER = register(
             "kubernetes_minor",
             "secret_seed",
         ),
-        resources=(
-            "infragym:do:K8sControlPlane",
-            "digitalocean:index/tag:Tag",
-            "digitalocean:index/firewall:Firewall",
-            "digitalocean:index/droplet:Droplet",
-            "digitalocean:index/projectResources:ProjectResources",
-        ),
+        resources=("infragym:do:K8sControlPlane", *DROPLET_LAYER_RESOURCES),
     )
 )

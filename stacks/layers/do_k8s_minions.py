@@ -12,20 +12,21 @@ from typing import Any
 
 from pydantic import Field
 
-from stacks.layers._do_droplets import DropletCount, SshKey, droplet_spec, network
-from stacks.registry import Layer, LayerContext, LayerSettings, register
+from stacks.layers._do_droplets import (
+    DROPLET_LAYER_RESOURCES,
+    DropletCount,
+    DropletLayerSettings,
+    network,
+)
+from stacks.registry import Layer, LayerContext, register
 from stacks.validators import DropletSize
 
 
-class DoK8sMinionsSettings(LayerSettings):
+class DoK8sMinionsSettings(DropletLayerSettings):
     """Settings of the ``do-k8s-minions`` layer."""
 
     count: DropletCount = Field(2, description="Number of worker droplets (>= 1).")
     size: DropletSize = Field("s-2vcpu-4gb", description="Worker droplet size slug.")
-    image: str = Field("ubuntu-24-04-x64", description="Droplet image (Ubuntu 24.04).")
-    ssh_keys: list[SshKey] = Field(
-        default_factory=list, description="DigitalOcean SSH key ids or fingerprints."
-    )
 
 
 def program(ctx: LayerContext) -> Mapping[str, Any]:
@@ -39,7 +40,7 @@ def program(ctx: LayerContext) -> Mapping[str, Any]:
         "k8s-minions",
         K8sMinionsArgs(
             network=network(ctx),
-            droplet=droplet_spec(s.size, s.image, s.ssh_keys),
+            droplet=s.droplet(s.size),
             count=s.count,
             api_private_endpoint=ctx.need("api_private_endpoint"),
             join_token=pulumi.Output.secret(ctx.need("join_token")),
@@ -59,12 +60,6 @@ LAYER = register(
         program=program,
         upstream=("do-core", "do-k8s-control-plane"),
         outputs=("droplet_ids", "private_ips"),
-        resources=(
-            "infragym:do:K8sMinions",
-            "digitalocean:index/tag:Tag",
-            "digitalocean:index/firewall:Firewall",
-            "digitalocean:index/droplet:Droplet",
-            "digitalocean:index/projectResources:ProjectResources",
-        ),
+        resources=("infragym:do:K8sMinions", *DROPLET_LAYER_RESOURCES),
     )
 )

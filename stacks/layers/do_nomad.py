@@ -9,21 +9,19 @@ from typing import Any
 from pydantic import Field
 
 from stacks.layers._do_droplets import (
-    SECRET_SEED_DESCRIPTION,
+    DROPLET_LAYER_RESOURCES,
     DropletCount,
-    SecretSeed,
+    SeededDropletLayerSettings,
     ServerCount,
-    SshKey,
-    droplet_spec,
     network,
     secret_seed,
 )
 from stacks.layers.do_support import VERSION_PATTERN
-from stacks.registry import Layer, LayerContext, LayerSettings, register
+from stacks.registry import Layer, LayerContext, register
 from stacks.validators import DropletSize
 
 
-class DoNomadSettings(LayerSettings):
+class DoNomadSettings(SeededDropletLayerSettings):
     """Settings of the ``do-nomad`` layer."""
 
     server_count: ServerCount = Field(1, description="Nomad servers (odd: 1, 3, 5 or 7).")
@@ -33,11 +31,6 @@ class DoNomadSettings(LayerSettings):
     nomad_version: str = Field(
         "", pattern=VERSION_PATTERN, description="Nomad package version; empty: latest."
     )
-    image: str = Field("ubuntu-24-04-x64", description="Droplet image (Ubuntu 24.04).")
-    ssh_keys: list[SshKey] = Field(
-        default_factory=list, description="DigitalOcean SSH key ids or fingerprints."
-    )
-    secret_seed: SecretSeed = Field(None, description=SECRET_SEED_DESCRIPTION)
 
 
 def program(ctx: LayerContext) -> Mapping[str, Any]:
@@ -52,8 +45,8 @@ def program(ctx: LayerContext) -> Mapping[str, Any]:
         "nomad",
         NomadArgs(
             network=network(ctx),
-            server=droplet_spec(s.server_size, s.image, s.ssh_keys),
-            client=droplet_spec(s.client_size, s.image, s.ssh_keys),
+            server=s.droplet(s.server_size),
+            client=s.droplet(s.client_size),
             consul=ConsulAccess(
                 servers=ctx.need("consul_servers"),
                 datacenter=ctx.need("consul_datacenter"),
@@ -95,12 +88,6 @@ LAYER = register(
             "client_droplet_ids",
             "secret_seed",
         ),
-        resources=(
-            "infragym:do:Nomad",
-            "digitalocean:index/tag:Tag",
-            "digitalocean:index/firewall:Firewall",
-            "digitalocean:index/droplet:Droplet",
-            "digitalocean:index/projectResources:ProjectResources",
-        ),
+        resources=("infragym:do:Nomad", *DROPLET_LAYER_RESOURCES),
     )
 )

@@ -14,21 +14,19 @@ from typing import Any
 from pydantic import Field
 
 from stacks.layers._do_droplets import (
-    SECRET_SEED_DESCRIPTION,
-    SecretSeed,
+    DROPLET_LAYER_RESOURCES,
+    SeededDropletLayerSettings,
     ServerCount,
-    SshKey,
-    droplet_spec,
     network,
     secret_seed,
 )
-from stacks.registry import Layer, LayerContext, LayerSettings, register
+from stacks.registry import Layer, LayerContext, register
 from stacks.validators import Cidr, DnsLabel, DropletSize
 
 VERSION_PATTERN = r"^(\d+\.\d+\.\d+)?$"
 
 
-class DoSupportSettings(LayerSettings):
+class DoSupportSettings(SeededDropletLayerSettings):
     """Settings of the ``do-support`` layer."""
 
     bastion_size: DropletSize = Field("s-1vcpu-1gb", description="Bastion droplet size.")
@@ -45,11 +43,6 @@ class DoSupportSettings(LayerSettings):
     datacenter: DnsLabel | None = Field(
         None, description="Consul datacenter name; default: the region slug."
     )
-    image: str = Field("ubuntu-24-04-x64", description="Droplet image (Ubuntu 24.04).")
-    ssh_keys: list[SshKey] = Field(
-        default_factory=list, description="DigitalOcean SSH key ids or fingerprints."
-    )
-    secret_seed: SecretSeed = Field(None, description=SECRET_SEED_DESCRIPTION)
 
 
 def program(ctx: LayerContext) -> Mapping[str, Any]:
@@ -64,8 +57,8 @@ def program(ctx: LayerContext) -> Mapping[str, Any]:
         "support",
         SupportArgs(
             network=network(ctx),
-            bastion=droplet_spec(s.bastion_size, s.image, s.ssh_keys),
-            consul=droplet_spec(s.consul_size, s.image, s.ssh_keys),
+            bastion=s.droplet(s.bastion_size),
+            consul=s.droplet(s.consul_size),
             secret_seed=seed,
             ssh_cidrs=tuple(s.ssh_cidrs),
             consul_count=s.consul_count,
@@ -119,12 +112,6 @@ LAYER = register(
             "support_droplet_ids",
             "secret_seed",
         ),
-        resources=(
-            "infragym:do:Support",
-            "digitalocean:index/tag:Tag",
-            "digitalocean:index/firewall:Firewall",
-            "digitalocean:index/droplet:Droplet",
-            "digitalocean:index/projectResources:ProjectResources",
-        ),
+        resources=("infragym:do:Support", *DROPLET_LAYER_RESOURCES),
     )
 )

@@ -12,20 +12,21 @@ from typing import Any
 
 from pydantic import Field
 
-from stacks.layers._do_droplets import ServerCount, SshKey, droplet_spec, network
-from stacks.registry import Layer, LayerContext, LayerSettings, register
+from stacks.layers._do_droplets import (
+    DROPLET_LAYER_RESOURCES,
+    DropletLayerSettings,
+    ServerCount,
+    network,
+)
+from stacks.registry import Layer, LayerContext, register
 from stacks.validators import DropletSize
 
 
-class DoSwarmManagerSettings(LayerSettings):
+class DoSwarmManagerSettings(DropletLayerSettings):
     """Settings of the ``do-swarm-manager`` layer."""
 
     count: ServerCount = Field(1, description="Swarm managers (odd: 1, 3, 5 or 7).")
     size: DropletSize = Field("s-1vcpu-2gb", description="Manager droplet size.")
-    image: str = Field("ubuntu-24-04-x64", description="Droplet image (Ubuntu 24.04).")
-    ssh_keys: list[SshKey] = Field(
-        default_factory=list, description="DigitalOcean SSH key ids or fingerprints."
-    )
 
 
 def program(ctx: LayerContext) -> Mapping[str, Any]:
@@ -39,7 +40,7 @@ def program(ctx: LayerContext) -> Mapping[str, Any]:
         "swarm-manager",
         SwarmArgs(
             network=network(ctx),
-            droplet=droplet_spec(s.size, s.image, s.ssh_keys),
+            droplet=s.droplet(s.size),
             count=s.count,
             consul_servers=ctx.need("consul_servers"),
             kv_prefix=ctx.need("consul_swarm_prefix"),
@@ -62,12 +63,6 @@ LAYER = register(
         program=program,
         upstream=("do-core", "do-support"),
         outputs=("manager_droplet_ids", "swarm_manager_ips", "swarm_kv_prefix"),
-        resources=(
-            "infragym:do:SwarmManager",
-            "digitalocean:index/tag:Tag",
-            "digitalocean:index/firewall:Firewall",
-            "digitalocean:index/droplet:Droplet",
-            "digitalocean:index/projectResources:ProjectResources",
-        ),
+        resources=("infragym:do:SwarmManager", *DROPLET_LAYER_RESOURCES),
     )
 )

@@ -12,20 +12,21 @@ from typing import Any
 
 from pydantic import Field
 
-from stacks.layers._do_droplets import DropletCount, SshKey, droplet_spec, network
-from stacks.registry import Layer, LayerContext, LayerSettings, register
+from stacks.layers._do_droplets import (
+    DROPLET_LAYER_RESOURCES,
+    DropletCount,
+    DropletLayerSettings,
+    network,
+)
+from stacks.registry import Layer, LayerContext, register
 from stacks.validators import DropletSize
 
 
-class DoSwarmWorkerSettings(LayerSettings):
+class DoSwarmWorkerSettings(DropletLayerSettings):
     """Settings of the ``do-swarm-worker`` layer."""
 
     count: DropletCount = Field(2, description="Swarm workers (>= 1).")
     size: DropletSize = Field("s-2vcpu-4gb", description="Worker droplet size.")
-    image: str = Field("ubuntu-24-04-x64", description="Droplet image (Ubuntu 24.04).")
-    ssh_keys: list[SshKey] = Field(
-        default_factory=list, description="DigitalOcean SSH key ids or fingerprints."
-    )
 
 
 def program(ctx: LayerContext) -> Mapping[str, Any]:
@@ -39,7 +40,7 @@ def program(ctx: LayerContext) -> Mapping[str, Any]:
         "swarm-worker",
         SwarmArgs(
             network=network(ctx),
-            droplet=droplet_spec(s.size, s.image, s.ssh_keys),
+            droplet=s.droplet(s.size),
             count=s.count,
             consul_servers=ctx.need("consul_servers"),
             kv_prefix=ctx.need("swarm_kv_prefix"),
@@ -58,12 +59,6 @@ LAYER = register(
         program=program,
         upstream=("do-core", "do-support", "do-swarm-manager"),
         outputs=("worker_droplet_ids",),
-        resources=(
-            "infragym:do:SwarmWorker",
-            "digitalocean:index/tag:Tag",
-            "digitalocean:index/firewall:Firewall",
-            "digitalocean:index/droplet:Droplet",
-            "digitalocean:index/projectResources:ProjectResources",
-        ),
+        resources=("infragym:do:SwarmWorker", *DROPLET_LAYER_RESOURCES),
     )
 )

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from stacks.layers._k8s import component_opts
+from stacks.layers._k8s import component_args, component_opts
 from stacks.registry import Layer, LayerContext, LayerSettings, register
 from stacks.validators import DnsLabel
 
@@ -36,16 +36,7 @@ def program(ctx: LayerContext) -> Mapping[str, Any]:
     from components.k8s.core import Core, CoreArgs
 
     s: K8sCoreSettings = ctx.settings
-    core = Core(
-        "core",
-        CoreArgs(
-            namespace=s.namespace,
-            metrics_server=s.metrics_server,
-            metrics_server_version=s.metrics_server_version,
-            kubelet_insecure_tls=s.kubelet_insecure_tls,
-        ),
-        opts=component_opts(ctx),
-    )
+    core = Core("core", component_args(CoreArgs, s), opts=component_opts(ctx))
     return {"namespace": core.namespace}
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from infragym.apps.workload import CpuWork
-from stacks.layers._k8s import check_request_within_limit, component_opts
+from stacks.layers._k8s import ContainerSettings, component_args, component_opts
 from stacks.registry import Layer, LayerContext, LayerSettings, register
 from stacks.validators import Quantity
 
@@ -35,7 +35,7 @@ class HpaSettings(LayerSettings):
         return self
 
 
-class K8sHeaterSettings(LayerSettings):
+class K8sHeaterSettings(ContainerSettings):
     """Settings of ``k8s-heater``.
 
     Attributes:
@@ -59,12 +59,6 @@ class K8sHeaterSettings(LayerSettings):
     hpa: HpaSettings | None = None
     service_type: Literal["ClusterIP", "LoadBalancer"] = "ClusterIP"
 
-    @model_validator(mode="after")
-    def _requests_within_limits(self) -> K8sHeaterSettings:
-        check_request_within_limit("cpu", self.cpu_request, self.cpu_limit)
-        check_request_within_limit("memory", self.memory_request, self.memory_limit)
-        return self
-
 
 def program(ctx: LayerContext) -> Mapping[str, Any]:
     """Build the heater; return its in-cluster URL and the namespace."""
@@ -75,15 +69,10 @@ def program(ctx: LayerContext) -> Mapping[str, Any]:
     pool = ctx.upstream.get("workers_pool_name")
     heater = Heater(
         "heater",
-        HeaterArgs(
+        component_args(
+            HeaterArgs,
+            s,
             namespace=namespace,
-            replicas=s.replicas,
-            cpu_request=s.cpu_request,
-            cpu_limit=s.cpu_limit,
-            memory_request=s.memory_request,
-            memory_limit=s.memory_limit,
-            work=s.work,
-            service_type=s.service_type,
             hpa=HpaArgs(**s.hpa.model_dump()) if s.hpa else None,
             node_selector={NODE_POOL_LABEL: pool} if pool else None,
         ),

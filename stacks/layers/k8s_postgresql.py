@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 
-from stacks.layers._k8s import check_request_within_limit, component_opts
-from stacks.registry import Layer, LayerContext, LayerSettings, register
+from stacks.layers._k8s import ContainerSettings, component_args, component_opts
+from stacks.registry import Layer, LayerContext, register
 from stacks.validators import DnsLabel, Quantity
 
 _PG_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
@@ -17,7 +17,7 @@ _PG_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
 MIN_PASSWORD_LENGTH = 12
 
 
-class K8sPostgresqlSettings(LayerSettings):
+class K8sPostgresqlSettings(ContainerSettings):
     """Settings of ``k8s-postgresql``.
 
     Attributes:
@@ -57,12 +57,6 @@ class K8sPostgresqlSettings(LayerSettings):
             raise ValueError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
         return value
 
-    @model_validator(mode="after")
-    def _requests_within_limits(self) -> K8sPostgresqlSettings:
-        check_request_within_limit("cpu", self.cpu_request, self.cpu_limit)
-        check_request_within_limit("memory", self.memory_request, self.memory_limit)
-        return self
-
 
 def program(ctx: LayerContext) -> Mapping[str, Any]:
     """Build the release; return the host and the (secret) DSN."""
@@ -71,19 +65,11 @@ def program(ctx: LayerContext) -> Mapping[str, Any]:
     s: K8sPostgresqlSettings = ctx.settings
     pg = Postgresql(
         "postgresql",
-        PostgresqlArgs(
+        component_args(
+            PostgresqlArgs,
+            s,
             namespace=ctx.need("namespace"),
             password=s.password.get_secret_value(),
-            version=s.version,
-            username=s.username,
-            database=s.database,
-            storage=s.storage,
-            storage_class=s.storage_class,
-            cpu_request=s.cpu_request,
-            cpu_limit=s.cpu_limit,
-            memory_request=s.memory_request,
-            memory_limit=s.memory_limit,
-            legacy_images=s.legacy_images,
         ),
         opts=component_opts(ctx),
     )

@@ -6,14 +6,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import model_validator
-
-from stacks.layers._k8s import PromDuration, check_request_within_limit, component_opts
-from stacks.registry import Layer, LayerContext, LayerSettings, register
+from stacks.layers._k8s import (
+    ContainerSettings,
+    PromDuration,
+    component_args,
+    component_opts,
+)
+from stacks.registry import Layer, LayerContext, register
 from stacks.validators import Quantity
 
 
-class K8sPrometheusSettings(LayerSettings):
+class K8sPrometheusSettings(ContainerSettings):
     """Settings of ``k8s-prometheus``.
 
     Attributes:
@@ -35,11 +38,6 @@ class K8sPrometheusSettings(LayerSettings):
     memory_request: Quantity = "512Mi"
     memory_limit: Quantity = "1Gi"
 
-    @model_validator(mode="after")
-    def _memory_within_limit(self) -> K8sPrometheusSettings:
-        check_request_within_limit("memory", self.memory_request, self.memory_limit)
-        return self
-
 
 def program(ctx: LayerContext) -> Mapping[str, Any]:
     """Build Prometheus; return its in-cluster URL and Service name."""
@@ -48,15 +46,7 @@ def program(ctx: LayerContext) -> Mapping[str, Any]:
     s: K8sPrometheusSettings = ctx.settings
     prom = Prometheus(
         "prometheus",
-        PrometheusArgs(
-            namespace=ctx.need("namespace"),
-            scrape_interval=s.scrape_interval,
-            retention=s.retention,
-            expose=s.expose,
-            cpu_request=s.cpu_request,
-            memory_request=s.memory_request,
-            memory_limit=s.memory_limit,
-        ),
+        component_args(PrometheusArgs, s, namespace=ctx.need("namespace")),
         opts=component_opts(ctx),
     )
     return {"prometheus_url": prom.url, "prometheus_service": prom.service_name}

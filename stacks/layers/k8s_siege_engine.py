@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from infragym.apps.workload import Schedule, constant
-from stacks.layers._k8s import check_request_within_limit, component_opts
-from stacks.registry import Layer, LayerContext, LayerSettings, register
+from stacks.layers._k8s import ContainerSettings, component_args, component_opts
+from stacks.registry import Layer, LayerContext, register
 from stacks.validators import Quantity
 
 
-class K8sSiegeEngineSettings(LayerSettings):
+class K8sSiegeEngineSettings(ContainerSettings):
     """Settings of ``k8s-siege-engine``.
 
     Attributes:
@@ -33,12 +33,6 @@ class K8sSiegeEngineSettings(LayerSettings):
     memory_request: Quantity = "128Mi"
     memory_limit: Quantity = "256Mi"
 
-    @model_validator(mode="after")
-    def _requests_within_limits(self) -> K8sSiegeEngineSettings:
-        check_request_within_limit("cpu", self.cpu_request, self.cpu_limit)
-        check_request_within_limit("memory", self.memory_request, self.memory_limit)
-        return self
-
 
 def program(ctx: LayerContext) -> Mapping[str, Any]:
     """Build the siege-engine aimed at the upstream heater; return its metrics URL."""
@@ -47,15 +41,8 @@ def program(ctx: LayerContext) -> Mapping[str, Any]:
     s: K8sSiegeEngineSettings = ctx.settings
     engine = SiegeEngine(
         "siege-engine",
-        SiegeEngineArgs(
-            namespace=ctx.need("namespace"),
-            target=ctx.need("heater_url"),
-            schedule=s.schedule,
-            replicas=s.replicas,
-            cpu_request=s.cpu_request,
-            cpu_limit=s.cpu_limit,
-            memory_request=s.memory_request,
-            memory_limit=s.memory_limit,
+        component_args(
+            SiegeEngineArgs, s, namespace=ctx.need("namespace"), target=ctx.need("heater_url")
         ),
         opts=component_opts(ctx),
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from infragym.apps import heater, siege_engine
+from infragym.apps import _serving, heater, siege_engine
 from infragym.apps.siege_engine import ArrivalGenerator, percentile
 from infragym.apps.workload import LATENCY_BUCKETS, Schedule, constant
 from tests.procs import fetch, free_port, run_app, wait_stdout_line
@@ -205,11 +205,11 @@ def test_burn_uses_the_cpu_time_asked_for():
     assert used < 0.03 + 0.01
 
 
-@pytest.mark.parametrize("module", [heater, siege_engine])
+@pytest.mark.parametrize("module", [heater, siege_engine, _serving])
 def test_apps_import_only_what_the_stock_image_has(module):
     """In a cluster the apps run with only aiohttp, prometheus_client and pydantic."""
-    allowed = {"aiohttp", "prometheus_client", "pydantic", "workload"}
-    allowed_infragym = {"infragym.apps.workload"}
+    allowed = {"aiohttp", "prometheus_client", "pydantic", "workload", "_serving"}
+    allowed_infragym = {"infragym.apps.workload", "infragym.apps._serving"}
     tree = ast.parse(Path(module.__file__).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

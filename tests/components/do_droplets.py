@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from infragym.backends.mockrun import LayerRun, RecordedResource, run_layer
+from infragym.errors import ConfigError
 
 # Registered explicitly, so these tests do not depend on stacks/layers/__init__.py.
 from stacks.layers import (  # noqa: F401
@@ -25,6 +26,7 @@ from stacks.layers import (  # noqa: F401
     do_swarm_manager,
     do_swarm_worker,
 )
+from stacks.registry import get_layer
 
 DROPLET = "digitalocean:index/droplet:Droplet"
 FIREWALL = "digitalocean:index/firewall:Firewall"
@@ -54,6 +56,20 @@ def run(layer: str, settings: dict[str, Any], upstream: dict[str, Any] | None = 
 def support_run(**settings: Any) -> LayerRun:
     """A do-support run (default: 3 Consul servers, the fixed seed)."""
     return run("do-support", {"secret_seed": SEED, **settings})
+
+
+def assert_declares_its_resources_all_parented(r: LayerRun, layer: str, component: str) -> None:
+    """The layer declares exactly the resource types it creates, all under its component."""
+    assert {x.type for x in r.resources} == set(get_layer(layer).resources)
+    assert not r.one(component).custom
+    assert all(x.parent_type == component for x in r.resources if x.type != component)
+
+
+def assert_invalid_settings(layer: str, settings: dict[str, Any], message: str) -> None:
+    """The settings fail, before any cloud call, with a ConfigError naming the layer."""
+    with pytest.raises(ConfigError, match=layer) as err:
+        get_layer(layer).parse_settings(settings)
+    assert message in str(err.value)
 
 
 def droplets(r: LayerRun) -> list[RecordedResource]:

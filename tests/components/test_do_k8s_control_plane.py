@@ -19,10 +19,12 @@ from stacks.registry import get_layer
 from tests.components.do_droplets import (
     SEED,
     VPC_RANGE,
+    assert_declares_its_resources_all_parented,
     assert_droplets_in_vpc,
     assert_firewall_by_role_tag,
     assert_firewalls_within_vpc,
     assert_in_project,
+    assert_invalid_settings,
     droplets,
     env,
     files,
@@ -35,16 +37,8 @@ LAYER = "do-k8s-control-plane"
 COMPONENT = "infragym:do:K8sControlPlane"
 
 
-@pytest.fixture(scope="module")
-def cp() -> LayerRun:
-    return run(LAYER, {"secret_seed": SEED})
-
-
 def test_declares_the_resources_it_creates_all_parented(cp: LayerRun) -> None:
-    assert {r.type for r in cp.resources} == set(get_layer(LAYER).resources)
-    assert not cp.one(COMPONENT).custom
-    children = [r for r in cp.resources if r.type != COMPONENT]
-    assert all(r.parent_type == COMPONENT for r in children)
+    assert_declares_its_resources_all_parented(cp, LAYER, COMPONENT)
     assert "cluster" in get_layer(LAYER).provides
 
 
@@ -156,9 +150,7 @@ def test_schedule_workloads_reaches_the_script() -> None:
     ],
 )
 def test_invalid_settings_fail_before_any_cloud_call(settings: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match="do-k8s-control-plane") as err:
-        get_layer(LAYER).parse_settings(settings)
-    assert message in str(err.value)
+    assert_invalid_settings(LAYER, settings, message)
 
 
 def test_pod_network_overlapping_the_vpc_is_refused() -> None:

@@ -10,11 +10,12 @@ from infragym.backends.mockrun import LayerRun
 from infragym.errors import ConfigError
 from stacks.registry import get_layer
 from tests.components.do_droplets import (
-    SEED,
+    assert_declares_its_resources_all_parented,
     assert_droplets_in_vpc,
     assert_firewall_by_role_tag,
     assert_firewalls_within_vpc,
     assert_in_project,
+    assert_invalid_settings,
     droplets,
     env,
     files,
@@ -28,19 +29,12 @@ COMPONENT = "infragym:do:K8sMinions"
 
 
 @pytest.fixture(scope="module")
-def cp() -> LayerRun:
-    return run("do-k8s-control-plane", {"secret_seed": SEED})
-
-
-@pytest.fixture(scope="module")
 def minions(cp: LayerRun) -> LayerRun:
     return run(LAYER, {"count": 3, "size": "s-4vcpu-8gb"}, cp.outputs)
 
 
 def test_declares_the_resources_it_creates_all_parented(minions: LayerRun) -> None:
-    assert {r.type for r in minions.resources} == set(get_layer(LAYER).resources)
-    children = [r for r in minions.resources if r.type != COMPONENT]
-    assert all(r.parent_type == COMPONENT for r in children)
+    assert_declares_its_resources_all_parented(minions, LAYER, COMPONENT)
     assert "do-k8s-control-plane" in get_layer(LAYER).upstream
 
 
@@ -103,9 +97,7 @@ def test_default_count_is_two(cp: LayerRun) -> None:
     ],
 )
 def test_invalid_settings_fail_before_any_cloud_call(settings: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match="do-k8s-minions") as err:
-        get_layer(LAYER).parse_settings(settings)
-    assert message in str(err.value)
+    assert_invalid_settings(LAYER, settings, message)
 
 
 def test_missing_control_plane_outputs_give_a_clear_error() -> None:

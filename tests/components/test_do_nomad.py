@@ -12,26 +12,22 @@ from infragym.errors import ConfigError
 from stacks.registry import get_layer
 from tests.components.do_droplets import (
     SEED,
+    assert_declares_its_resources_all_parented,
     assert_droplets_in_vpc,
     assert_firewall_by_role_tag,
     assert_firewalls_within_vpc,
     assert_in_project,
+    assert_invalid_settings,
     droplets,
     env,
     files,
     inbound,
     ports,
     run,
-    support_run,
 )
 
 LAYER = "do-nomad"
 COMPONENT = "infragym:do:Nomad"
-
-
-@pytest.fixture(scope="module")
-def support() -> LayerRun:
-    return support_run()
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +41,7 @@ def _role(r: LayerRun, role: str) -> list:
 
 
 def test_declares_the_resources_it_creates_all_parented(nomad: LayerRun) -> None:
-    assert {r.type for r in nomad.resources} == set(get_layer(LAYER).resources)
-    children = [r for r in nomad.resources if r.type != COMPONENT]
-    assert all(r.parent_type == COMPONENT for r in children)
+    assert_declares_its_resources_all_parented(nomad, LAYER, COMPONENT)
     assert "do-support" in get_layer(LAYER).upstream
 
 
@@ -146,9 +140,7 @@ def test_same_seed_same_user_data(support: LayerRun, nomad: LayerRun) -> None:
     ],
 )
 def test_invalid_settings_fail_before_any_cloud_call(settings: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match="do-nomad") as err:
-        get_layer(LAYER).parse_settings(settings)
-    assert message in str(err.value)
+    assert_invalid_settings(LAYER, settings, message)
 
 
 def test_without_do_support_the_error_names_the_missing_output() -> None:

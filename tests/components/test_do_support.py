@@ -9,13 +9,13 @@ import pytest
 
 from components.do.support import ACL_NAMES, acl_rules
 from infragym.backends.mockrun import LayerRun
-from infragym.errors import ConfigError
-from stacks.registry import get_layer
 from tests.components.do_droplets import (
+    assert_declares_its_resources_all_parented,
     assert_droplets_in_vpc,
     assert_firewall_by_role_tag,
     assert_firewalls_within_vpc,
     assert_in_project,
+    assert_invalid_settings,
     droplets,
     env,
     files,
@@ -31,6 +31,7 @@ ADMIN = "198.51.100.7/32"
 
 @pytest.fixture(scope="module")
 def support() -> LayerRun:
+    """Overrides the default run of ``conftest.py``: SSH to the bastion from ``ADMIN``."""
     return support_run(ssh_cidrs=[ADMIN])
 
 
@@ -39,9 +40,7 @@ def _consul(r: LayerRun) -> list:
 
 
 def test_declares_the_resources_it_creates_all_parented(support: LayerRun) -> None:
-    assert {r.type for r in support.resources} == set(get_layer(LAYER).resources)
-    children = [r for r in support.resources if r.type != COMPONENT]
-    assert all(r.parent_type == COMPONENT for r in children)
+    assert_declares_its_resources_all_parented(support, LAYER, COMPONENT)
 
 
 def test_bastion_and_three_consul_servers_in_the_vpc(support: LayerRun) -> None:
@@ -155,6 +154,4 @@ def test_bastion_user_data_holds_no_secret(support: LayerRun) -> None:
     ],
 )
 def test_invalid_settings_fail_before_any_cloud_call(settings: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match="do-support") as err:
-        get_layer(LAYER).parse_settings(settings)
-    assert message in str(err.value)
+    assert_invalid_settings(LAYER, settings, message)

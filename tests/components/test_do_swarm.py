@@ -9,26 +9,22 @@ from infragym.backends.mockrun import LayerRun
 from infragym.errors import ConfigError
 from stacks.registry import get_layer
 from tests.components.do_droplets import (
+    assert_declares_its_resources_all_parented,
     assert_droplets_in_vpc,
     assert_firewall_by_role_tag,
     assert_firewalls_within_vpc,
     assert_in_project,
+    assert_invalid_settings,
     droplets,
     env,
     files,
     inbound,
     ports,
     run,
-    support_run,
 )
 
 HEADER = "/etc/infragym/consul-token.header"
 NODE_PORTS = {("tcp", "7946"), ("udp", "7946"), ("udp", "4789"), ("tcp", "22")}
-
-
-@pytest.fixture(scope="module")
-def support() -> LayerRun:
-    return support_run()
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +50,7 @@ def test_declares_the_resources_it_creates_all_parented(
     layer: str, component: str, managers: LayerRun, workers: LayerRun
 ) -> None:
     r = managers if layer == "do-swarm-manager" else workers
-    assert {x.type for x in r.resources} == set(get_layer(layer).resources)
-    assert all(x.parent_type == component for x in r.resources if x.type != component)
+    assert_declares_its_resources_all_parented(r, layer, component)
 
 
 def test_droplets_in_the_vpc(managers: LayerRun, workers: LayerRun) -> None:
@@ -125,9 +120,7 @@ def test_workers_share_user_data_so_scaling_only_adds(workers: LayerRun) -> None
 def test_invalid_settings_fail_before_any_cloud_call(
     layer: str, settings: dict, message: str
 ) -> None:
-    with pytest.raises(ConfigError, match=layer) as err:
-        get_layer(layer).parse_settings(settings)
-    assert message in str(err.value)
+    assert_invalid_settings(layer, settings, message)
 
 
 def test_workers_need_the_manager_layer(support: LayerRun) -> None:

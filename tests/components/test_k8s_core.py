@@ -4,32 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from infragym.backends.mockrun import FAKE_KUBECONFIG, LayerRun, run_layer
+from infragym.backends.mockrun import LayerRun, run_layer
 from infragym.errors import ConfigError
+from tests.components.k8s_layers import (
+    CLUSTER_UPSTREAM,
+    RELEASE,
+    assert_children_use_k8s_provider,
+)
 
 TOKEN = "infragym:k8s:Core"
 NAMESPACE = "kubernetes:core/v1:Namespace"
-RELEASE = "kubernetes:helm.sh/v3:Release"
-UPSTREAM = {"kubeconfig": FAKE_KUBECONFIG}
-
-
-def assert_children_use_k8s_provider(run: LayerRun, token: str) -> None:
-    """Every custom resource but the provider is a child of the component and uses ``k8s``."""
-    provider = run.one("pulumi:providers:kubernetes", "k8s")
-    assert provider.parent_type == "pulumi:pulumi:Stack"
-    assert provider.secret_inputs == {"kubeconfig"}
-    component = run.one(token)
-    assert not component.custom
-    children = [r for r in run.resources if r.custom and r is not provider]
-    assert children
-    for r in children:
-        assert r.parent_type == token, (r.type, r.name)
-        assert r.provider.startswith(provider.urn + "::"), (r.type, r.name, r.provider)
 
 
 @pytest.fixture(scope="module")
 def default_run() -> LayerRun:
-    return run_layer("k8s-core", {}, UPSTREAM)
+    return run_layer("k8s-core", {}, CLUSTER_UPSTREAM)
 
 
 def test_graph(default_run: LayerRun) -> None:
@@ -49,7 +38,7 @@ def test_namespace(default_run: LayerRun) -> None:
 
 
 def test_namespace_setting() -> None:
-    run = run_layer("k8s-core", {"namespace": "team-a"}, UPSTREAM)
+    run = run_layer("k8s-core", {"namespace": "team-a"}, CLUSTER_UPSTREAM)
     assert run.one(NAMESPACE).inputs["metadata"]["name"] == "team-a"
     assert run.outputs["namespace"] == "team-a"
 
@@ -65,12 +54,12 @@ def test_metrics_server_release(default_run: LayerRun) -> None:
 
 
 def test_metrics_server_insecure_tls() -> None:
-    run = run_layer("k8s-core", {"kubelet_insecure_tls": True}, UPSTREAM)
+    run = run_layer("k8s-core", {"kubelet_insecure_tls": True}, CLUSTER_UPSTREAM)
     assert run.one(RELEASE).inputs["values"]["args"] == ["--kubelet-insecure-tls"]
 
 
 def test_metrics_server_off() -> None:
-    run = run_layer("k8s-core", {"metrics_server": False}, UPSTREAM)
+    run = run_layer("k8s-core", {"metrics_server": False}, CLUSTER_UPSTREAM)
     assert run.by_type(RELEASE) == []
     run.one(NAMESPACE, "apps")
 

@@ -7,32 +7,21 @@ import json
 import pytest
 
 from infragym.apps.workload import HEATER_WORK_ENV, CpuWork
-from infragym.backends.mockrun import FAKE_KUBECONFIG, LayerRun, RecordedResource, run_layer
+from infragym.backends.mockrun import LayerRun, RecordedResource, run_layer
 from infragym.errors import ConfigError
 from infragym.knobs import get_path
+from tests.components.k8s_layers import (
+    APP_UPSTREAM,
+    CLUSTER_UPSTREAM,
+    CONFIG_MAP,
+    DEPLOYMENT,
+    SERVICE,
+    assert_children_use_k8s_provider,
+)
 
 TOKEN = "infragym:k8s:Heater"
-DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-SERVICE = "kubernetes:core/v1:Service"
-CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
-UPSTREAM = {
-    "kubeconfig": FAKE_KUBECONFIG,
-    "namespace": "infragym",
-    "workers_pool_name": "dev-workers",
-}
-
-
-def assert_children_use_k8s_provider(run: LayerRun, token: str) -> None:
-    """Every custom resource but the provider is a child of the component and uses ``k8s``."""
-    provider = run.one("pulumi:providers:kubernetes", "k8s")
-    assert provider.secret_inputs == {"kubeconfig"}
-    assert not run.one(token).custom
-    children = [r for r in run.resources if r.custom and r is not provider]
-    assert children
-    for r in children:
-        assert r.parent_type == token, (r.type, r.name)
-        assert r.provider.startswith(provider.urn + "::"), (r.type, r.name, r.provider)
+UPSTREAM = {**APP_UPSTREAM, "workers_pool_name": "dev-workers"}
 
 
 def container(dep: RecordedResource, i: int = 0) -> dict:
@@ -112,6 +101,7 @@ def test_code_from_config_map(default_run: LayerRun) -> None:
     assert data["infragym.__init__.py"] == "" == data["infragym.apps.__init__.py"]
     assert "def main" in data["infragym.apps.heater.py"]
     assert "class CpuWork" in data["infragym.apps.workload.py"]
+    assert "def add_probe_routes" in data["infragym.apps._serving.py"]
     pod = default_run.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     code = volumes["code"]["configMap"]
@@ -121,6 +111,7 @@ def test_code_from_config_map(default_run: LayerRun) -> None:
         "infragym.__init__.py": "infragym/__init__.py",
         "infragym.apps.__init__.py": "infragym/apps/__init__.py",
         "infragym.apps.heater.py": "infragym/apps/heater.py",
+        "infragym.apps._serving.py": "infragym/apps/_serving.py",
         "infragym.apps.workload.py": "infragym/apps/workload.py",
     }
     assert "emptyDir" in volumes["deps"]
@@ -138,7 +129,7 @@ def test_code_from_config_map(default_run: LayerRun) -> None:
 
 
 def test_mounted_package_imports(default_run: LayerRun, tmp_path) -> None:
-    """The files as mounted form an importable package (the workload module at least)."""
+    """The files as mounted form an importable package: the app and what it imports."""
     import subprocess
     import sys
 
@@ -148,8 +139,11 @@ def test_mounted_package_imports(default_run: LayerRun, tmp_path) -> None:
         target = tmp_path / item["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(cm["data"][item["key"]])
+    modules = ("infragym.apps.workload", "infragym.apps._serving", "infragym.apps.heater")
+    script = "import importlib\n"
+    script += "".join(f"print(importlib.import_module({m!r}).__file__)\n" for m in modules)
     out = subprocess.run(
-        [sys.executable, "-c", "import infragym.apps.workload as w; print(w.__file__)"],
+        [sys.executable, "-c", script],
         cwd=tmp_path,
         env={"PYTHONPATH": str(tmp_path)},
         capture_output=True,
@@ -157,7 +151,9 @@ def test_mounted_package_imports(default_run: LayerRun, tmp_path) -> None:
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().startswith(str(tmp_path))
+    files = out.stdout.split()
+    assert len(files) == len(modules)
+    assert all(f.startswith(str(tmp_path)) for f in files), files
 
 
 def test_node_selector_only_with_pool(default_run: LayerRun) -> None:
@@ -225,7 +221,7 @@ def test_hpa_default_target() -> None:
 
 def test_needs_namespace() -> None:
     with pytest.raises(ConfigError, match="namespace"):
-        run_layer("k8s-heater", {}, {"kubeconfig": FAKE_KUBECONFIG})
+        run_layer("k8s-heater", {}, CLUSTER_UPSTREAM)
 
 
 def test_missing_app_module_is_a_clear_error(monkeypatch) -> None:

@@ -7,29 +7,20 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from infragym.backends.mockrun import FAKE_KUBECONFIG, LayerRun, run_layer
+from infragym.backends.mockrun import LayerRun, run_layer
+from tests.components.k8s_layers import (
+    APP_UPSTREAM,
+    RELEASE,
+    assert_children_use_k8s_provider,
+)
 
 TOKEN = "infragym:k8s:Postgresql"
-RELEASE = "kubernetes:helm.sh/v3:Release"
 PASSWORD = "correct-horse/battery@staple"
-UPSTREAM = {"kubeconfig": FAKE_KUBECONFIG, "namespace": "infragym"}
-
-
-def assert_children_use_k8s_provider(run: LayerRun, token: str) -> None:
-    """Every custom resource but the provider is a child of the component and uses ``k8s``."""
-    provider = run.one("pulumi:providers:kubernetes", "k8s")
-    assert provider.secret_inputs == {"kubeconfig"}
-    assert not run.one(token).custom
-    children = [r for r in run.resources if r.custom and r is not provider]
-    assert children
-    for r in children:
-        assert r.parent_type == token, (r.type, r.name)
-        assert r.provider.startswith(provider.urn + "::"), (r.type, r.name, r.provider)
 
 
 @pytest.fixture(scope="module")
 def default_run() -> LayerRun:
-    return run_layer("k8s-postgresql", {"password": PASSWORD}, UPSTREAM)
+    return run_layer("k8s-postgresql", {"password": PASSWORD}, APP_UPSTREAM)
 
 
 def test_graph(default_run: LayerRun) -> None:
@@ -72,7 +63,7 @@ def test_settings_reach_the_values() -> None:
         "storage_class": "do-block-storage-xfs",
         "legacy_images": False,
     }
-    rel = run_layer("k8s-postgresql", settings, UPSTREAM).one(RELEASE).inputs
+    rel = run_layer("k8s-postgresql", settings, APP_UPSTREAM).one(RELEASE).inputs
     assert rel["version"] == "15.5.38"
     values = rel["values"]
     assert (values["auth"]["username"], values["auth"]["database"]) == ("app", "orders")

@@ -27,34 +27,25 @@ import pytest
 import yaml
 
 from components.k8s.prometheus import KSM_RESOURCES
-from infragym.backends.mockrun import FAKE_KUBECONFIG, LayerRun, run_layer
+from infragym.backends.mockrun import LayerRun, run_layer
 from infragym.metrics import METRICS
+from tests.components.k8s_layers import (
+    APP_UPSTREAM,
+    CONFIG_MAP,
+    DEPLOYMENT,
+    SERVICE,
+    assert_children_use_k8s_provider,
+)
 
 TOKEN = "infragym:k8s:Prometheus"
-DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-SERVICE = "kubernetes:core/v1:Service"
-CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 SA = "kubernetes:core/v1:ServiceAccount"
 ROLE = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole"
 BINDING = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"
-UPSTREAM = {"kubeconfig": FAKE_KUBECONFIG, "namespace": "infragym"}
-
-
-def assert_children_use_k8s_provider(run: LayerRun, token: str) -> None:
-    """Every custom resource but the provider is a child of the component and uses ``k8s``."""
-    provider = run.one("pulumi:providers:kubernetes", "k8s")
-    assert provider.secret_inputs == {"kubeconfig"}
-    assert not run.one(token).custom
-    children = [r for r in run.resources if r.custom and r is not provider]
-    assert children
-    for r in children:
-        assert r.parent_type == token, (r.type, r.name)
-        assert r.provider.startswith(provider.urn + "::"), (r.type, r.name, r.provider)
 
 
 @pytest.fixture(scope="module")
 def default_run() -> LayerRun:
-    return run_layer("k8s-prometheus", {}, UPSTREAM)
+    return run_layer("k8s-prometheus", {}, APP_UPSTREAM)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +138,7 @@ def test_prometheus_service_and_outputs(default_run: LayerRun) -> None:
 
 
 def test_expose_adds_a_load_balancer() -> None:
-    run = run_layer("k8s-prometheus", {"expose": True, "retention": "2d"}, UPSTREAM)
+    run = run_layer("k8s-prometheus", {"expose": True, "retention": "2d"}, APP_UPSTREAM)
     public = run.one(SERVICE, "prometheus-public").inputs
     assert public["spec"]["type"] == "LoadBalancer"
     assert [p["port"] for p in public["spec"]["ports"]] == [9090]
@@ -178,7 +169,7 @@ def test_kube_state_metrics(default_run: LayerRun) -> None:
 
 def test_config_scrape_interval(config: dict) -> None:
     assert config["global"]["scrape_interval"] == "15s"
-    run = run_layer("k8s-prometheus", {"scrape_interval": "5s"}, UPSTREAM)
+    run = run_layer("k8s-prometheus", {"scrape_interval": "5s"}, APP_UPSTREAM)
     cm = run.one(CONFIG_MAP).inputs
     assert yaml.safe_load(cm["data"]["prometheus.yml"])["global"]["scrape_interval"] == "5s"
     # New content, new (immutable) ConfigMap, and the Deployment follows it.

@@ -5,32 +5,19 @@ from __future__ import annotations
 import pytest
 
 from infragym.apps.workload import SIEGE_SCHEDULE_ENV, SIEGE_TARGET_ENV, Schedule, constant
-from infragym.backends.mockrun import FAKE_KUBECONFIG, LayerRun, run_layer
+from infragym.backends.mockrun import LayerRun, run_layer
 from infragym.errors import ConfigError
+from tests.components.k8s_layers import (
+    APP_UPSTREAM,
+    CONFIG_MAP,
+    DEPLOYMENT,
+    SERVICE,
+    assert_children_use_k8s_provider,
+)
 
 TOKEN = "infragym:k8s:SiegeEngine"
-DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-SERVICE = "kubernetes:core/v1:Service"
-CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 HEATER_URL = "http://heater.infragym.svc.cluster.local"
-UPSTREAM = {
-    "kubeconfig": FAKE_KUBECONFIG,
-    "namespace": "infragym",
-    "heater_url": HEATER_URL,
-    "workers_pool_name": "dev-workers",
-}
-
-
-def assert_children_use_k8s_provider(run: LayerRun, token: str) -> None:
-    """Every custom resource but the provider is a child of the component and uses ``k8s``."""
-    provider = run.one("pulumi:providers:kubernetes", "k8s")
-    assert provider.secret_inputs == {"kubeconfig"}
-    assert not run.one(token).custom
-    children = [r for r in run.resources if r.custom and r is not provider]
-    assert children
-    for r in children:
-        assert r.parent_type == token, (r.type, r.name)
-        assert r.provider.startswith(provider.urn + "::"), (r.type, r.name, r.provider)
+UPSTREAM = {**APP_UPSTREAM, "heater_url": HEATER_URL, "workers_pool_name": "dev-workers"}
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +86,11 @@ def test_code_config_map(default_run: LayerRun) -> None:
     cm = default_run.one(CONFIG_MAP, "siege-engine-code").inputs
     assert "infragym.apps.siege_engine.py" in cm["data"]
     assert "infragym.apps.workload.py" in cm["data"]
+    assert "infragym.apps._serving.py" in cm["data"]
     volume = next(v for v in pod_spec(default_run)["volumes"] if v["name"] == "code")
     assert volume["configMap"]["name"] == cm["metadata"]["name"]
     paths = {i["path"] for i in volume["configMap"]["items"]}
-    assert "infragym/apps/siege_engine.py" in paths
+    assert {"infragym/apps/siege_engine.py", "infragym/apps/_serving.py"} <= paths
 
 
 def test_service_and_output(default_run: LayerRun) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from infragym.apps.workload import CpuWork, constant
 from infragym.errors import ConfigError
-from stacks.layers._k8s import quantity_value
+from stacks.layers._k8s import component_args, quantity_value
 from stacks.registry import get_layer
 
 
@@ -130,3 +130,20 @@ def test_durations() -> None:
 )
 def test_quantity_value(q: str, value: float) -> None:
     assert quantity_value(q) == pytest.approx(value)
+
+
+def test_component_args_pass_settings_on_by_name() -> None:
+    from components.k8s.postgresql import PostgresqlArgs
+    from components.k8s.prometheus import PrometheusArgs
+
+    s = parse("k8s-prometheus", {"retention": "2d", "memory_limit": "2Gi"})
+    args = component_args(PrometheusArgs, s, namespace="apps")
+    assert (args.namespace, args.retention, args.memory_limit) == ("apps", "2d", "2Gi")
+    assert args.scrape_interval == s.scrape_interval
+    assert component_args(PrometheusArgs, s, namespace="apps", expose=True).expose is True
+    # A secret setting is never passed on implicitly.
+    pg = parse("k8s-postgresql", {"password": "x" * 12})
+    with pytest.raises(TypeError, match="password"):
+        component_args(PostgresqlArgs, pg, namespace="apps")
+    args = component_args(PostgresqlArgs, pg, namespace="apps", password="x" * 12)
+    assert args.password == "x" * 12

@@ -1,0 +1,70 @@
+"""The twin's knob fast paths against its general path (re-reading the whole resource)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from infragym.apps.workload import constant
+from infragym.twin.model import TwinParams
+from infragym.twin.twin import CPU_LIMIT_PATH, Twin
+from tests.twin.graphs import DEPLOYMENT, NODE_POOL, web_app
+
+SIZES = ("s-1vcpu-2gb", "s-2vcpu-4gb", "s-4vcpu-8gb")
+
+
+def _state(twin: Twin) -> tuple:
+    metrics = tuple((k, None if math.isnan(v) else v) for k, v in sorted(twin.last_metrics.items()))
+    nodes = tuple((n.name, n.ready_at, n.removed_at, n.cpu_requested) for n in twin.nodes())
+    pods = tuple(
+        (w.name, b.count, b.created_at, b.node.name if b.node else None, b.ready_at)
+        for w in twin.workloads.values()
+        for b in w.batches
+    )
+    return metrics, nodes, pods, twin.cost_usd, twin.hourly_cost()
+
+
+def _replay(seed: int, fast: bool, hpa: dict | None) -> list[tuple]:
+    rng = random.Random(seed)
+    twin = Twin(
+        web_app(replicas=3, node_size="s-2vcpu-4gb", schedule=constant(120.0), hpa=hpa),
+        seed=seed,
+        params=TwinParams(noise=seed % 2 == 0),
+    )
+    twin.fast_paths = fast
+    states = []
+    for _ in range(150):
+        for _ in range(rng.randrange(4)):
+            knob = rng.randrange(4)
+            if knob == 0:
+                twin.set_property(DEPLOYMENT, "heater", "spec.replicas", rng.randint(1, 12))
+            elif knob == 1:
+                limit = rng.choice(("250m", "500m", "1000m", "2"))
+                twin.set_property(DEPLOYMENT, "heater", CPU_LIMIT_PATH, limit)
+            elif knob == 2:
+                twin.set_property(NODE_POOL, "workers", "nodeCount", float(rng.randint(1, 5)))
+            else:
+                twin.set_property(NODE_POOL, "workers", "size", rng.choice(SIZES))
+        twin.advance(rng.choice((10.0, 30.0, 30.0, 120.0)))
+        states.append(_state(twin))
+    return states
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("hpa", [None, {"min": 1, "max": 12, "target": 60}])
+def test_random_knob_sequences_match_the_general_path(seed, hpa):
+    assert _replay(seed, True, hpa) == _replay(seed, False, hpa)
+
+
+def test_cpu_limit_fast_path_updates_the_inputs_and_rolls():
+    twin = Twin(web_app(replicas=2, schedule=constant(20.0)), params=TwinParams(noise=False))
+    twin.advance(30.0)
+    twin.set_property(DEPLOYMENT, "heater", CPU_LIMIT_PATH, "250m")
+    container = twin.inputs(DEPLOYMENT, "heater")["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["cpu"] == "250m"
+    heater = twin.workloads[(DEPLOYMENT, "heater")]
+    assert heater.cpu_limit == 0.25
+    assert heater.prev_cores == 1.0  # the old pods keep their 1-core limit until rolled
+    assert heater.rollout_done_at == twin.t + twin.params.pod_startup_s
