@@ -243,12 +243,19 @@ class Twin:
         )
         self._refresh_autoscaling()
         if new.size.slug != pool.size.slug:
-            # Nodes cannot be resized: a new pool comes up, then the old nodes go.
+            # Nodes cannot be resized: a new pool comes up, then the old nodes go. Nodes
+            # still booting (an earlier replacement not yet Ready) are replaced at once,
+            # as Pulumi replaces that pool, and never billed (DOKS bills from Ready);
+            # the Ready ones keep serving until the newest pool is Ready.
             ready_at = t + self.params.node_boot_s
             for node in pool.nodes:
-                if node.removed_at is None:
+                if node.ready(t):
                     node.removed_at = ready_at
+                elif node.removed_at is None or node.removed_at > t:
+                    node.removed_at = t
             pool.size = new.size
+            self._first_removal = t  # the booting nodes just cancelled
+            self._evict(t)
             self._add_nodes(pool, new.count, ready_at)
             self._first_removal = min(self._first_removal, ready_at)
         else:

@@ -159,3 +159,25 @@ def test_node_cpu_caps_pods_only_when_their_use_exceeds_it():
     # 60 req/s x 20 ms = 1.2 cores > the node's free CPU: it serves at most free / 20 ms.
     served = m["offered_rate"] * (1 - m["error_ratio"])
     assert served == pytest.approx(free / 0.020, rel=0.02)
+
+
+def test_resizing_again_before_ready_replaces_the_booting_pool_unbilled():
+    twin = Twin(web_app(replicas=2, node_size="s-2vcpu-4gb", node_count=2), params=EXACT)
+    run(twin, 1)
+    twin.set_property(NODE_POOL, "workers", "size", "s-4vcpu-8gb")
+    run(twin, 2)  # 60 s into a 240 s boot
+    cost_before = twin.cost_usd
+    twin.set_property(NODE_POOL, "workers", "size", "s-8vcpu-16gb")
+    sizes = sorted(n.size.slug for p in twin.pools.values() for n in p.nodes)
+    # The booting s-4vcpu-8gb nodes are gone; the Ready s-2vcpu-4gb ones keep serving.
+    assert sizes == ["s-2vcpu-4gb", "s-2vcpu-4gb", "s-2vcpu-4gb", "s-8vcpu-16gb", "s-8vcpu-16gb"]
+    m = run(twin, 7)  # 210 s: the new pool is not Ready yet
+    assert m["replicas_ready"] == 2 and m["nodes_ready"] == 3
+    old = catalog.hourly_price("s-2vcpu-4gb")
+    assert twin.cost_usd - cost_before == pytest.approx(3 * old * 210 / 3600, rel=1e-9)
+    run(twin, 2)
+    assert sorted(n.size.slug for n in twin.nodes()) == [
+        "s-2vcpu-4gb",
+        "s-8vcpu-16gb",
+        "s-8vcpu-16gb",
+    ]
