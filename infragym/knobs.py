@@ -163,16 +163,6 @@ class ActionCodec:
 
         return spaces.MultiDiscrete(self.nvec)
 
-    def decode(self, action: Any, current: Mapping[str, Any]) -> dict[str, Any]:
-        """New knob values (by knob name) for ``action`` given the current values.
-
-        Raises:
-            ActionError: The action is not in the action space.
-        """
-        indices = [k.index_of(current[k.name]) for k in self.knobs]
-        new = self.decode_indices(action, indices)
-        return {k.name: k.values[i] for k, i in zip(self.knobs, new, strict=True)}
-
     def decode_indices(self, action: Any, current: Sequence[int]) -> list[int]:
         """New domain indices for ``action`` given the current indices (the fast path).
 

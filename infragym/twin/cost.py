@@ -66,10 +66,3 @@ def resource_hourly_cost(record: ResourceRecord, *, include_nodes: bool = True) 
 def hourly_cost(records: Iterable[ResourceRecord], *, include_nodes: bool = True) -> float:
     """Hourly USD cost of a resource graph."""
     return sum(resource_hourly_cost(r, include_nodes=include_nodes) or 0.0 for r in records)
-
-
-def priced_types() -> frozenset[str]:
-    """Type tokens this module knows how to price."""
-    return frozenset(
-        {CLUSTER, NODE_POOL, DROPLET, LOAD_BALANCER, VOLUME, DATABASE, SPACES_BUCKET, K8S_SERVICE}
-    )

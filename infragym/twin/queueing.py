@@ -141,10 +141,3 @@ class Queue:
                 return nt
             t = nt
         return t
-
-
-def response_quantile(q: float, c: int, mu: float, lam: float, scv: float = 1.0) -> float:
-    """The ``q``-quantile of the response time of an M/G/c queue; ``inf`` when unstable."""
-    if lam >= c * mu:
-        return _INF
-    return Queue(c, mu, lam, scv).quantile(q)

@@ -139,7 +139,7 @@ class Twin:
         return self._last
 
     def inputs(self, type_token: str, name: str) -> dict[str, Any]:
-        """The twin's current copy of a resource's inputs."""
+        """The twin's current copy of a resource's inputs (knob values applied)."""
         return self._record(type_token, name).inputs  # type: ignore[return-value]
 
     def nodes(self) -> list[Node]:
