@@ -197,7 +197,10 @@ class SimpleK8sWebAppEnv(gym.Env):
             scenario_lib.get(name)
         self.settings = self._layer_settings(settings or {})
         self.backend_name = backend
-        self.backend = make_backend(backend, **dict(backend_options or {}))
+        options = dict(backend_options or {})
+        if backend == "pulumi":
+            options.setdefault("window_seconds", self.step_seconds)  # PromQL covers one step
+        self.backend = make_backend(backend, **options)
         self.metric_names = OBSERVED_METRICS
         self._scales = [(n, metrics.get(n).scale) for n in OBSERVED_METRICS]
         self._knob_spans = [(k, max(len(k.values) - 1, 1)) for k in self.knobs]

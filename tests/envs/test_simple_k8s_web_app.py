@@ -207,3 +207,13 @@ def test_import_registers_without_pulumi():
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert infragym.__version__
+
+
+def test_pulumi_backend_gets_the_step_as_its_metrics_window(tmp_path):
+    # Constructing the backend contacts no engine; the PromQL window must be one step.
+    env = make(
+        backend="pulumi",
+        step_seconds=45,
+        backend_options={"state_url": f"file://{tmp_path}"},
+    )
+    assert env.unwrapped.backend._window_seconds == 45
