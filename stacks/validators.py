@@ -7,12 +7,12 @@ fails with a message that lists the valid choices, before any cloud call.
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
 from infragym import catalog
+from infragym.twin.units import quantity_value
 
 
 def _choice(what: str, choices_fn):
@@ -33,12 +33,11 @@ def _cidr(value: str) -> str:
     return value
 
 
-_K8S_QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G)?$")
-
-
 def _quantity(value: str) -> str:
-    if not _K8S_QUANTITY.match(str(value)):
-        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 1, 256Mi)")
+    try:
+        quantity_value(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 1, 256Mi)") from None
     return str(value)
 
 

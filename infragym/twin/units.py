@@ -1,27 +1,37 @@
-"""Kubernetes resource quantities as numbers (CPU in cores, memory in GiB)."""
+"""Kubernetes resource quantities as numbers (CPU in cores, memory in GiB).
+
+One parser for the whole project: the k8s layers validate settings with it and the twin
+reads the resource graph with it.
+"""
 
 from __future__ import annotations
 
-_MEMORY_SUFFIX = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-    "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+import re
+
+_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_SUFFIX = {
+    None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40,
 }  # fmt: skip
+
+
+def quantity_value(quantity: str | float | int) -> float:
+    """The number a Kubernetes quantity stands for (``"500m"`` → 0.5, ``"1Ki"`` → 1024).
+
+    Raises:
+        ValueError: Not a quantity (a number with an optional SI or binary suffix).
+    """
+    match = _QUANTITY.match(str(quantity))
+    if not match:
+        raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
+    return float(match.group(1)) * _SUFFIX[match.group(2)]
 
 
 def cpu_cores(quantity: str | float | int | None) -> float | None:
     """``"500m"`` → 0.5, ``"2"`` → 2.0, ``None`` → ``None``."""
-    if quantity is None:
-        return None
-    q = str(quantity)
-    return float(q[:-1]) / 1000.0 if q.endswith("m") else float(q)
+    return None if quantity is None else quantity_value(quantity)
 
 
 def memory_gib(quantity: str | float | int | None) -> float | None:
-    """``"256Mi"`` → 0.25, ``"1Gi"`` → 1.0, plain bytes otherwise."""
-    if quantity is None:
-        return None
-    q = str(quantity)
-    for suffix in ("Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T"):
-        if q.endswith(suffix):
-            return float(q[: -len(suffix)]) * _MEMORY_SUFFIX[suffix] / 2**30
-    return float(q) / 2**30
+    """``"256Mi"`` → 0.25, ``"1Gi"`` → 1.0, plain bytes otherwise; ``None`` → ``None``."""
+    return None if quantity is None else quantity_value(quantity) / 2**30

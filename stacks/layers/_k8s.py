@@ -15,27 +15,10 @@ from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import AfterValidator, SecretStr, model_validator
 
+from infragym.twin.units import quantity_value
 from stacks.registry import LayerContext, LayerSettings
 
 T = TypeVar("T")
-
-_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|Ti|k|M|G)?$")
-_SUFFIX = {
-    None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9,
-    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40,
-}  # fmt: skip
-
-
-def quantity_value(quantity: str) -> float:
-    """The number a Kubernetes quantity stands for (``"500m"`` → 0.5, ``"1Ki"`` → 1024).
-
-    Raises:
-        ValueError: Not a quantity of the form :data:`stacks.validators.Quantity` accepts.
-    """
-    match = _QUANTITY.match(str(quantity))
-    if not match:
-        raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
-    return float(match.group(1)) * _SUFFIX[match.group(2)]
 
 
 def check_request_within_limit(what: str, request: str, limit: str) -> None:
