@@ -30,7 +30,8 @@ _MIN_CPU_REQUEST = 0.01
 _MIN_MEMORY_REQUEST = 0.01
 
 
-def _size(slug: str) -> catalog.Size:
+def node_size(slug: str) -> catalog.Size:
+    """The catalogue entry of a node size slug, or a ConfigError naming close matches."""
     try:
         return catalog.size(slug)
     except ConfigError as exc:
@@ -56,7 +57,7 @@ def _pool(key: tuple[str, str], spec: Mapping[str, Any]) -> NodePool:
     return NodePool(
         key=key,
         name=str(spec.get("name") or key[1]),
-        size=_size(str(spec["size"])),
+        size=node_size(str(spec["size"])),
         count=count,
         auto_scale=auto,
         min_nodes=int(spec.get("minNodes") or count) if auto else count,

@@ -7,7 +7,8 @@ the deployed one: nodes Ready and pods running. Then:
 - :meth:`Twin.set_property` applies a knob: it writes the twin's copy of a resource's
   inputs and re-reads the resource, so a changed node count boots or removes nodes, a
   changed size replaces the pool's nodes (new ones first, as DOKS does), a changed
-  replica count adds or removes pods, and a changed pod template rolls the pods.
+  replica count adds or removes pods, and a changed pod template rolls the pods. Pool
+  changes of one instant are reconciled together, as one ``pulumi up`` applies them.
 - :meth:`Twin.advance` moves time on. Inside a step it cuts the time at every event
   (a node Ready, a pod Ready, a node removed) and treats each piece analytically: every
   Ready heater pod is an M/G/c queue (``c`` = its worker processes) fed an equal share of
@@ -28,9 +29,11 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from infragym.apps.workload import CpuWork
 from infragym.backends.base import ResourceRecord
+from infragym.catalog import Size
 from infragym.errors import ConfigError
-from infragym.knobs import set_path
+from infragym.knobs import get_path, set_path
 from infragym.twin import builder
 from infragym.twin.cost import CLUSTER, NODE_POOL, hourly_cost, resource_hourly_cost
 from infragym.twin.model import (
@@ -45,6 +48,9 @@ from infragym.twin.model import (
 from infragym.twin.queueing import Queue
 
 _NAN = float("nan")
+_MISSING = object()
+_QUANTILES: dict[tuple, tuple[float, float, float, float]] = {}
+"""Pod latency memo shared by all twins: (c, mu, lam, scv, timeout) → (p50, p95, p99, fail)."""
 _INF = float("inf")
 
 CPU_LIMIT_PATH = "spec.template.spec.containers[0].resources.limits.cpu"
@@ -92,9 +98,11 @@ class Twin:
         # Whether anything that could let a Pending pod bind changed since _schedule ran.
         self._sched_dirty = True
         self._autoscaling = False
-        self._quantile_cache: dict[tuple, tuple[float, float, float, float]] = {}
+        self._planned_at = -_INF  # when _plan last ran
+        self._quantile_cache = _QUANTILES
         # Records are shared with the backend's graph cache: copy one before writing it.
         self._owned: set[tuple[str, str]] = set()
+        self._changed_pools: list[NodePool] = []  # reconciled at the next plan
         for r in records:
             self.records[(r.type, r.name)] = r
         for key, r in self.records.items():
@@ -143,7 +151,9 @@ class Twin:
         return self._record(type_token, name).inputs  # type: ignore[return-value]
 
     def nodes(self) -> list[Node]:
-        """Live nodes (booting or Ready), all pools."""
+        """Live nodes (booting or Ready), all pools, with pool changes applied."""
+        if self._changed_pools:
+            self._reconcile_pools()
         return [n for p in self.pools.values() for n in p.live()]
 
     def pods(self) -> list[PodView]:
@@ -159,7 +169,7 @@ class Twin:
         """USD per hour now: Ready nodes plus everything else in the graph."""
         if self._nodes_dirty or self._next_node_ready <= self.t:
             self._refresh_nodes(self.t)
-        return self._serving_plan(self.t).hourly
+        return self._hourly
 
     def _record(self, type_token: str, name: str) -> ResourceRecord:
         try:
@@ -176,17 +186,48 @@ class Twin:
     # ----------------------------------------------------------------- knobs
 
     def set_property(self, type_token: str, name: str, path: str, value: Any) -> None:
-        """Set a property of a resource and apply what that changes in the world."""
+        """Set a property of a resource and apply what that changes in the world.
+
+        A Deployment change acts at once (its controllers react within a second). A node
+        pool change is reconciled at the next plan, together with the pool's other
+        changes of the same instant, as one ``pulumi up`` applies them: changing a pool's
+        size and node count in one step replaces the pool once, with the new count.
+
+        Raises:
+            ConfigError: No such resource, or a value the twin cannot model (a node size
+                not in the catalogue); the resource is left as it was.
+        """
         key = (type_token, name)
-        record = self._record(type_token, name)
+        record = self._owned_record(key)
+        inputs = record.inputs
+        try:
+            previous = get_path(inputs, path)
+        except ConfigError:
+            previous = _MISSING
+        set_path(inputs, path, value)
+        try:
+            self._apply_property(key, record, path, value)
+        except ConfigError:
+            if previous is not _MISSING:
+                set_path(inputs, path, previous)
+            raise
+        self._next_event = self.t  # re-plan from now
+
+    def _owned_record(self, key: tuple[str, str]) -> ResourceRecord:
+        """The twin's own copy of a record (records are shared with the graph cache)."""
+        record = self._record(*key)
         if key not in self._owned:
             record = ResourceRecord(
                 record.layer, record.type, record.name, copy.deepcopy(record.inputs)
             )
             self.records[key] = record
             self._owned.add(key)
-        set_path(record.inputs, path, value)
-        self._next_event = self.t  # re-plan from now
+        return record
+
+    def _apply_property(
+        self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
+    ) -> None:
+        type_token = key[0]
         # Fast paths for the knobs agents turn most: each does what the general path below
         # does for that property, without re-reading the whole resource.
         if self.fast_paths:
@@ -201,16 +242,27 @@ class Twin:
                         self.workloads[key], builder.deployment_cpu_limit(record.inputs)
                     )
                     return
-            elif type_token == NODE_POOL and path == "nodeCount" and not self.pools[key].auto_scale:
-                self._resize_pool(self.pools[key], int(value))
-                return
+            elif type_token == NODE_POOL and not self.pools[key].auto_scale:
+                if path == "nodeCount":
+                    self._change_pool(self.pools[key], count=int(value))
+                    return
+                if path == "size":
+                    self._change_pool(self.pools[key], size=builder.node_size(str(value)))
+                    return
         if type_token in (CLUSTER, NODE_POOL):
             build = (
                 builder.pool_from_cluster if type_token == CLUSTER else builder.pool_from_node_pool
             )
             new = build(key, record.inputs)
             if new is not None:
-                self._update_pool(self.pools[key], new)
+                pool = self.pools[key]
+                pool.auto_scale, pool.min_nodes, pool.max_nodes = (
+                    new.auto_scale,
+                    new.min_nodes,
+                    new.max_nodes,
+                )
+                self._refresh_autoscaling()
+                self._change_pool(pool, new.count, new.size)
         elif type_token == builder.DEPLOYMENT:
             self._update_workload(
                 self.workloads[key], builder.workload_from_deployment(key, record.inputs)
@@ -232,35 +284,47 @@ class Twin:
         w.cpu_limit = limit
         w.rollout_done_at = self.t + self.params.pod_startup_s
         w.prev_cores = prev_cores
-        self._recount_requests()
 
-    def _update_pool(self, pool: NodePool, new: NodePool) -> None:
+    def _change_pool(
+        self, pool: NodePool, count: int | None = None, size: Size | None = None
+    ) -> None:
+        """Record a pool's new node count or size; :meth:`_reconcile_pools` acts on it."""
+        if count is not None:
+            pool.count = count
+        if size is not None:
+            pool.size = size
+        if pool not in self._changed_pools:
+            self._changed_pools.append(pool)
+
+    def _reconcile_pools(self) -> None:
+        """Bring the changed pools' nodes to their size and count."""
+        for pool in self._changed_pools:
+            live = pool.live()
+            slug = pool.size.slug
+            if any(n.size.slug != slug for n in live):
+                self._replace_pool_nodes(pool)
+            elif len(live) != pool.count:
+                self._resize_pool(pool, pool.count)
+        self._changed_pools.clear()
+
+    def _replace_pool_nodes(self, pool: NodePool) -> None:
+        """Nodes cannot be resized: a new pool comes up, then the old nodes go.
+
+        Nodes still booting (an earlier replacement not yet Ready) are replaced at once,
+        as Pulumi replaces that pool, and never billed (DOKS bills from Ready); the Ready
+        ones keep serving until the newest pool is Ready.
+        """
         t = self.t
-        pool.auto_scale, pool.min_nodes, pool.max_nodes = (
-            new.auto_scale,
-            new.min_nodes,
-            new.max_nodes,
-        )
-        self._refresh_autoscaling()
-        if new.size.slug != pool.size.slug:
-            # Nodes cannot be resized: a new pool comes up, then the old nodes go. Nodes
-            # still booting (an earlier replacement not yet Ready) are replaced at once,
-            # as Pulumi replaces that pool, and never billed (DOKS bills from Ready);
-            # the Ready ones keep serving until the newest pool is Ready.
-            ready_at = t + self.params.node_boot_s
-            for node in pool.nodes:
-                if node.ready(t):
-                    node.removed_at = ready_at
-                elif node.removed_at is None or node.removed_at > t:
-                    node.removed_at = t
-            pool.size = new.size
-            self._first_removal = t  # the booting nodes just cancelled
-            self._evict(t)
-            self._add_nodes(pool, new.count, ready_at)
-            self._first_removal = min(self._first_removal, ready_at)
-        else:
-            self._resize_pool(pool, new.count)
-        pool.count = new.count
+        ready_at = t + self.params.node_boot_s
+        for node in pool.nodes:
+            if node.ready(t):
+                node.removed_at = ready_at
+            elif node.removed_at is None or node.removed_at > t:
+                node.removed_at = t
+        self._first_removal = t  # the booting nodes just cancelled
+        self._evict(t)
+        self._add_nodes(pool, pool.count, ready_at)
+        self._first_removal = min(self._first_removal, ready_at)
 
     def _resize_pool(self, pool: NodePool, count: int) -> None:
         """Boot or remove nodes so that the pool has ``count`` live nodes."""
@@ -366,12 +430,12 @@ class Twin:
                         first = r
             if dropped:
                 pool.nodes = [n for n in pool.nodes if n not in gone]
-        if gone:
+        if gone:  # their pods go Pending; the other nodes' requests are unchanged
             for w in self.workloads.values():
                 for batch in w.batches:
                     if batch.node in gone:
                         batch.node, batch.ready_at = None, _INF
-        self._recount_requests()
+            self._sched_dirty = True
         self._first_removal = first
         self._nodes_dirty = True
 
@@ -392,11 +456,15 @@ class Twin:
             ):
                 take = min(extra, batch.count)
                 batch.count -= take
+                node = batch.node
+                if node is not None:  # its requests leave the node, which may fit others
+                    node.cpu_requested -= w.cpu_request * take
+                    node.memory_requested -= w.memory_request * take
+                    self._sched_dirty = True
                 extra -= take
                 if not extra:
                     break
             w.batches = [b for b in w.batches if b.count]
-            self._recount_requests()
 
     def _recount_requests(self) -> None:
         for pool in self.pools.values():
@@ -463,29 +531,20 @@ class Twin:
 
     def _plan(self, t: float) -> float:
         """Apply what is due at ``t`` and return the time of the next event."""
-        for w in self.workloads.values():
-            if w.rollout_done_at <= t:
-                w.prev_cores = None
+        if self._changed_pools:
+            self._reconcile_pools()
         if self._first_removal <= t:
             self._evict(t)
         if self._nodes_dirty or self._next_node_ready <= t:
             self._refresh_nodes(t)
         if self._sched_dirty:
             self._schedule(t)
-        nxt = self._first_removal if self._first_removal > t else _INF
-        if self._next_node_ready < nxt:
-            nxt = self._next_node_ready
-        for w in self.workloads.values():
-            if t < w.rollout_done_at < nxt:
-                nxt = w.rollout_done_at
-            batches = w.batches
-            for b in batches:
-                if t < b.ready_at < nxt:
-                    nxt = b.ready_at
-            if len(batches) > 1:
-                self._merge_ready(w, t)
-        self._current = self._serving_plan(t)
-        return nxt
+        self._current = plan = self._serving_plan(t)
+        self._planned_at = t
+        nxt = plan.next_pod_event
+        if t < self._first_removal < nxt:
+            nxt = self._first_removal
+        return self._next_node_ready if self._next_node_ready < nxt else nxt
 
     @staticmethod
     def _merge_ready(w: Workload, t: float) -> None:
@@ -513,49 +572,62 @@ class Twin:
     def _serving_plan(self, t: float) -> _Plan:
         """Everything about serving that holds until the next event.
 
-        Uses the node caches of :meth:`_refresh_nodes`, which must be current.
+        Uses the node caches of :meth:`_refresh_nodes`, which must be current. Other pods
+        hold their CPU requests on a node; its Ready heater pods share what is left
+        (:meth:`_serve`), so a node's free CPU is its allocatable CPU minus what all its
+        pods request, plus what its Ready heater pods request.
+
+        The same pass over the pods ends rollouts that are due, folds batches that just
+        became Ready (:meth:`_merge_ready`) and finds the next pod event.
         """
         plan = _Plan()
-        pending = 0
-        schedules = plan.schedules
-        # Other pods hold their CPU requests; Ready heater pods share what is left (_serve).
-        demand: dict[Node, float] = {}
-        on_node: dict[Node, int] = {}
-        heater_ready: list[tuple[tuple, Node, int]] = []
-        desired = ready_total = 0
+        pending = desired = ready_total = 0
         requested = limit = 0.0
+        next_event = _INF
+        since = self._planned_at
+        heater_ready: list[tuple[tuple, Node, int]] = []
+        on_node: dict[Node, int] = {}
+        heater_requests: dict[Node, float] = {}
         for w in self.workloads.values():
-            work = w.work
-            heater = w.role == "heater" and work is not None
+            done_at = w.rollout_done_at
+            if done_at <= t:
+                w.prev_cores = None
+            elif done_at < next_event:
+                next_event = done_at
+            batches = w.batches
+            if len(batches) > 1:
+                for b in batches:
+                    if b.node is not None and since < b.ready_at <= t:
+                        self._merge_ready(w, t)
+                        batches = w.batches
+                        break
+            heater = w.role == "heater" and w.work is not None
             cpu_req = w.cpu_request
+            head = _pod_head(w) if heater else ()
             ready = 0
-            head: tuple | None = None
-            for b in w.batches:
+            for b in batches:
                 node = b.node
                 if node is None:
                     pending += b.count
-                    continue
-                if b.ready_at <= t:
+                elif b.ready_at <= t:
+                    count = b.count
+                    ready += count
                     if heater:
-                        count = b.count
-                        ready += count
                         on_node[node] = on_node.get(node, 0) + count
-                        if head is None:
-                            head = _pod_head(w)
+                        heater_requests[node] = heater_requests.get(node, 0.0) + cpu_req * count
                         heater_ready.append((head, node, count))
-                        continue
-                    ready += 1
-                demand[node] = demand.get(node, 0.0) + cpu_req * b.count
+                elif b.ready_at < next_event:
+                    next_event = b.ready_at
             if heater:
                 desired += w.replicas
                 ready_total += ready
                 requested += cpu_req * ready
                 limit += (w.cpu_limit if w.cpu_limit is not None else _NAN) * ready
             elif ready and w.role == "siege" and w.schedule is not None:
-                schedules.append(w.schedule)
+                plan.schedules.append(w.schedule)
         groups: dict[tuple, list[int]] = {}
         for head, node, count in heater_ready:
-            free = node.cpu - demand.get(node, 0.0)
+            free = node.cpu - node.cpu_requested + heater_requests[node]
             key = (*head, free if free > 0.0 else 0.0, on_node[node])
             g = groups.get(key)
             if g is None:
@@ -563,7 +635,7 @@ class Twin:
             else:
                 g[0] += count
         plan.groups = [(n[0], *key) for key, n in groups.items()]
-        plan.heater_pods = sum(n[0] for n in groups.values())
+        plan.heater_pods = ready_total
         plan.pods_pending = pending
         plan.replicas_desired = desired
         plan.replicas_ready = ready_total
@@ -571,6 +643,7 @@ class Twin:
         plan.limit_cpu = limit
         plan.nodes_ready = len(self._ready)
         plan.hourly = self._hourly
+        plan.next_pod_event = next_event
         return plan
 
     # ----------------------------------------------------------------- time
@@ -799,20 +872,35 @@ def hpa_proposal(
     return math.ceil(current * ratio)
 
 
+_HEADS: dict[tuple[int, int, float], tuple[tuple, CpuWork]] = {}
+
+
 def _pod_head(w: Workload) -> tuple:
-    """What every Ready heater pod of ``w`` shares: (workers, cores, scv, timeout, CPU s)."""
+    """What every Ready heater pod of ``w`` shares: (workers, cores, scv, timeout, CPU s).
+
+    Memoised by (work spec identity, workers, cores), since every serving plan needs it
+    and reading a work spec's fields costs more than the lookup. The entry holds the spec
+    so that its id is not reused while the entry lives.
+    """
     work = w.work
     assert work is not None
     cores = w.prev_cores if w.prev_cores is not None else w.cores_per_pod
-    return (w.workers, cores, work.scv, work.timeout_s, work.mean_ms / 1000.0)
+    key = (id(work), w.workers, cores)
+    hit = _HEADS.get(key)
+    if hit is None:
+        if len(_HEADS) > 1024:
+            _HEADS.clear()
+        head = (w.workers, cores, work.scv, work.timeout_s, work.mean_ms / 1000.0)
+        hit = _HEADS[key] = (head, work)
+    return hit[0]
 
 
 class _Plan:
     """What serving looks like between two events (see :meth:`Twin._serving_plan`)."""
 
     __slots__ = (
-        "groups", "heater_pods", "hourly", "limit_cpu", "nodes_ready", "pods_pending",
-        "replicas_desired", "replicas_ready", "requested_cpu", "schedules",
+        "groups", "heater_pods", "hourly", "limit_cpu", "next_pod_event", "nodes_ready",
+        "pods_pending", "replicas_desired", "replicas_ready", "requested_cpu", "schedules",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -821,6 +909,7 @@ class _Plan:
         self.heater_pods = self.replicas_desired = self.replicas_ready = 0
         self.nodes_ready = self.pods_pending = 0
         self.requested_cpu = self.limit_cpu = self.hourly = 0.0
+        self.next_pod_event = _INF  # the next pod Ready or rollout done
 
 
 class _Accumulator:

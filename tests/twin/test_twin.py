@@ -168,6 +168,8 @@ def test_resizing_again_before_ready_replaces_the_booting_pool_unbilled():
     run(twin, 2)  # 60 s into a 240 s boot
     cost_before = twin.cost_usd
     twin.set_property(NODE_POOL, "workers", "size", "s-8vcpu-16gb")
+    live = sorted(n.size.slug for n in twin.nodes())  # applies the pool change
+    assert live == ["s-2vcpu-4gb", "s-8vcpu-16gb", "s-8vcpu-16gb"]  # system node, new pool
     sizes = sorted(n.size.slug for p in twin.pools.values() for n in p.nodes)
     # The booting s-4vcpu-8gb nodes are gone; the Ready s-2vcpu-4gb ones keep serving.
     assert sizes == ["s-2vcpu-4gb", "s-2vcpu-4gb", "s-2vcpu-4gb", "s-8vcpu-16gb", "s-8vcpu-16gb"]
