@@ -49,6 +49,8 @@ from infragym.twin.queueing import Queue
 
 _NAN = float("nan")
 _MISSING = object()
+_EXP_QUANTILES = tuple(-math.log(1.0 - q) for q in (0.5, 0.95, 0.99))
+"""The p50, p95 and p99 of an exponential distribution of rate 1."""
 _QUANTILES: dict[tuple, tuple[float, float, float, float]] = {}
 """Pod latency memo shared by all twins: (c, mu, lam, scv, timeout) → (p50, p95, p99, fail)."""
 _INF = float("inf")
@@ -741,6 +743,17 @@ class Twin:
             # Saturated: the queue stays full to the timeout; the excess is shed (503).
             full = timeout + 1.0 / mu
             out = (full, full, full, 1.0 - cap * 0.999 / lam)
+        elif c == 1 and scv == 1.0:
+            # M/M/1, the usual heater pod: the response time is Exp(mu - lam), and an
+            # arrival waits with probability rho (what Queue gives, without building one).
+            rate = mu - lam
+            ceiling = timeout + 1.0 / mu
+            out = (
+                min(_EXP_QUANTILES[0] / rate, ceiling),
+                min(_EXP_QUANTILES[1] / rate, ceiling),
+                min(_EXP_QUANTILES[2] / rate, ceiling),
+                lam / mu * math.exp(-rate * timeout),
+            )
         else:
             q = Queue(c, mu, lam, scv)
             fail = q.wait_p * math.exp(-q.theta * timeout)
