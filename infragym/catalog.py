@@ -120,7 +120,7 @@ class Size:
         """Whether this is a GPU plan (billed differently, never a default)."""
         return "gpu" in self.slug or "GPU" in self.family
 
-    @property
+    @functools.cached_property
     def allocatable_cpu(self) -> float:
         """CPU cores left for pods on a Kubernetes node of this size."""
         left, reserved = float(self.vcpus), 0.0
@@ -132,7 +132,7 @@ class Size:
                 break
         return self.vcpus - reserved
 
-    @property
+    @functools.cached_property
     def allocatable_memory_gib(self) -> float:
         """Pod-allocatable memory on a DOKS node of this size.
 
