@@ -155,7 +155,17 @@ class ActionCodec:
             [3 if mode == "delta" else len(k.values) for k in knobs], dtype=np.int64
         )
         self._bounds = self.nvec.tolist()
-        self._tops = [len(k.values) - 1 for k in knobs]
+        self._shape = (len(knobs),)
+        # _moves[k][i][x]: the index knob k moves to from index i under action entry x. Only
+        # valid entries are keys, so the lookup also validates the action.
+        self._moves: list[list[dict[int, int]]] = []
+        for k in knobs:
+            top = len(k.values) - 1
+            if mode == "delta":
+                moves = [{0: max(i - 1, 0), 1: i, 2: min(i + 1, top)} for i in range(top + 1)]
+            else:
+                moves = [{j: j for j in range(top + 1)}] * (top + 1)  # one dict, shared
+            self._moves.append(moves)
 
     def space(self):
         """The Gymnasium action space."""
@@ -164,34 +174,32 @@ class ActionCodec:
         return spaces.MultiDiscrete(self.nvec)
 
     def decode_indices(self, action: Any, current: Sequence[int]) -> list[int]:
-        """New domain indices for ``action`` given the current indices (the fast path).
+        """New domain indices for ``action`` given the current (valid) indices.
+
+        This runs every step: an integer array, the common case, takes a fast path.
 
         Raises:
             ActionError: The action is not in the action space.
         """
+        if (
+            isinstance(action, np.ndarray)
+            and action.shape == self._shape
+            and action.dtype.kind in "iu"
+        ):
+            out = []
+            try:
+                # A plain loop, zip without strict=: each saves ~0.2 µs a step on CPython 3.11.
+                for moves, i, x in zip(self._moves, current, action.tolist()):  # noqa: B905
+                    out.append(moves[i][x])
+                return out
+            except KeyError:
+                pass  # an entry out of range: _entries raises the detailed error
         entries = self._entries(action)
-        if self.mode == "absolute":
-            return entries
-        out = []
-        for i, x, top in zip(current, entries, self._tops, strict=True):
-            j = i + x - 1
-            out.append(0 if j < 0 else top if j > top else j)
-        return out
+        return [moves[i][x] for moves, i, x in zip(self._moves, current, entries, strict=True)]
 
     def _entries(self, action: Any) -> list[int]:
         """The action as a list of ints, or ActionError if it is not in the space."""
         bounds = self._bounds
-        if (
-            isinstance(action, np.ndarray)
-            and action.dtype.kind in "iu"
-            and action.shape == (len(bounds),)
-        ):
-            entries = action.tolist()
-            for x, n in zip(entries, bounds, strict=True):
-                if not 0 <= x < n:
-                    break
-            else:
-                return entries
         try:
             entries = action.tolist() if isinstance(action, np.ndarray) else list(action)
         except TypeError:

@@ -203,7 +203,17 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.backend = make_backend(backend, **options)
         self.metric_names = OBSERVED_METRICS
         self._scales = [(n, metrics.get(n).scale) for n in OBSERVED_METRICS]
-        self._knob_spans = [(k, max(len(k.values) - 1, 1)) for k in self.knobs]
+        # Per knob, precomputed for the step loop: (name, values, the observation at each
+        # index (index / (n-1)), the Change to each index (immutable, so shared)).
+        self._knob_tables = tuple(
+            (
+                k.name,
+                k.values,
+                tuple(i / max(len(k.values) - 1, 1) for i in range(len(k.values))),
+                tuple(Change(k, v) for v in k.values),
+            )
+            for k in self.knobs
+        )
         self.action_space = self.codec.space()
         n_obs = len(OBSERVED_METRICS) + len(self.knobs)
         self.observation_space = spaces.Box(0.0, OBS_CLIP, shape=(n_obs,), dtype=np.float32)
@@ -250,26 +260,20 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.backend.advance(self.step_seconds)
         observed = self.backend.observe(self.metric_names)
         self.history = [observed]
-        info = self._info(observed, ())
+        obs, missing = self._observation(observed)
+        info = self._info(observed, missing, ())
         info.update(scenario=name, schedule=schedule.model_dump(mode="json"))
-        return self._observation(observed), info
+        return obs, info
 
     def step(self, action):
         new = self.codec.decode_indices(action, self._knob_index)
-        layers: tuple[str, ...] = ()
-        if new != self._knob_index:
-            changes = [
-                Change(k, k.values[i])
-                for k, i, old in zip(self.knobs, new, self._knob_index, strict=True)
-                if i != old
-            ]
-            layers = self.backend.apply(changes).layers_updated
-            self._set_knobs(new)
+        layers = self._change_knobs(new) if new != self._knob_index else ()
         self.backend.advance(self.step_seconds)
         observed = self.backend.observe(self.metric_names)
         self.history.append(observed)
         reward = float(self.reward_fn(observed))
-        return self._observation(observed), reward, False, False, self._info(observed, layers)
+        obs, missing = self._observation(observed)
+        return obs, reward, False, False, self._info(observed, missing, layers)
 
     def render(self):
         if self.render_mode == "ansi":
@@ -288,10 +292,36 @@ class SimpleK8sWebAppEnv(gym.Env):
 
     # ------------------------------------------------------------------ helpers
 
+    def _change_knobs(self, indices: list[int]) -> tuple[str, ...]:
+        """Apply the knobs whose domain index differs in ``indices`` and make those current.
+
+        What :meth:`_set_knobs` does, in the same pass over the knobs as the changes (this
+        runs on most steps under random actions); the knobs stay as they were if the
+        backend fails. For speed on CPython 3.11, a plain loop, and zip without strict=
+        (the sequences all have one entry per knob).
+
+        Returns:
+            The layers the backend updated.
+        """
+        changes = []
+        values = {}
+        knob_obs = []
+        tables = zip(self._knob_tables, indices, self._knob_index)  # noqa: B905
+        for (name, domain, positions, change_to), i, was in tables:
+            if i != was:
+                changes.append(change_to[i])
+            values[name] = domain[i]
+            knob_obs.append(positions[i])
+        layers = self.backend.apply(changes).layers_updated
+        self._knob_index, self.knob_values, self._knob_obs = indices, values, knob_obs
+        return layers
+
     def _set_knobs(self, indices: list[int]) -> None:
+        """Make ``indices`` (one domain index per knob) the current knob settings."""
         self._knob_index = indices
-        self.knob_values = {k.name: k.values[i] for k, i in zip(self.knobs, indices, strict=True)}
-        self._knob_obs = [i / span for i, (_, span) in zip(indices, self._knob_spans, strict=True)]
+        rows = list(zip(self._knob_tables, indices, strict=True))
+        self.knob_values = {name: domain[i] for (name, domain, _, _), i in rows}
+        self._knob_obs = [positions[i] for (_, _, positions, _), i in rows]
 
     def _read_knobs(self) -> dict[str, Any]:
         """Current knob values, read from the deployed resource graph."""
@@ -309,24 +339,32 @@ class SimpleK8sWebAppEnv(gym.Env):
             values[k.name] = k.values[k.index_of(value)]
         return values
 
-    def _observation(self, observed: Mapping[str, float]) -> np.ndarray:
+    def _observation(self, observed: Mapping[str, float]) -> tuple[np.ndarray, list[str]]:
+        """The observation of the ``observed`` metrics, and the names of those that are NaN.
+
+        Both come from one pass over the metrics, since this runs every step.
+        """
         # Plain floats, one array at the end: numpy's per-call overhead dominates at this size.
         values = []
+        missing = []
         for name, scale in self._scales:
             v = observed[name] / scale
-            if v != v or v < 0.0:  # NaN or negative
-                v = 0.0
-            elif v > OBS_CLIP:
-                v = OBS_CLIP
+            if not 0.0 <= v <= OBS_CLIP:  # out of range, or NaN (which fails every comparison)
+                if v != v:
+                    missing.append(name)
+                v = OBS_CLIP if v > OBS_CLIP else 0.0
             values.append(v)
         values += self._knob_obs
-        return np.array(values, dtype=np.float32)
+        return np.array(values, dtype=np.float32), missing
 
-    def _info(self, observed: Mapping[str, float], layers: tuple[str, ...]) -> dict[str, Any]:
-        return {
+    def _info(
+        self, observed: Mapping[str, float], missing: list[str], layers: tuple[str, ...]
+    ) -> dict[str, Any]:
+        info = {
             "metrics": observed,
-            "missing": [n for n, v in observed.items() if v != v],
-            "knobs": dict(self.knob_values),
+            "missing": missing,
+            "knobs": self.knob_values.copy(),  # a fresh dict: callers may keep it
             "layers_updated": layers,
-            **self.backend.info(),
         }
+        info.update(self.backend.info())
+        return info
