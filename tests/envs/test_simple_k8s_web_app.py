@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import infragym
 from infragym.envs import ENV_IDS
+from infragym.envs import scenarios as scenarios_lib
 from infragym.errors import ActionError, ConfigError
 
 
@@ -52,6 +53,27 @@ def rollout(seed: int, steps: int = 60) -> list:
 def test_same_seed_same_rollout():
     assert rollout(3) == rollout(3)
     assert rollout(3) != rollout(4)
+
+
+def test_graph_order_does_not_depend_on_the_mock_runtime(monkeypatch):
+    """The mock runtime's registration order varies between processes; the twin's must not."""
+    from infragym.backends import mockrun, sim
+
+    env = make()
+    layers = env.unwrapped._layers(scenarios_lib.get("constant")(np.random.default_rng(0), 60.0))
+    run_layers = mockrun.run_layers
+    graphs = []
+    for order in (list, lambda records: list(reversed(records))):
+
+        def shuffled(*args, order=order, **kwargs):
+            records, outputs = run_layers(*args, **kwargs)
+            return order(records), outputs
+
+        monkeypatch.setattr(mockrun, "run_layers", shuffled)
+        sim._GRAPH_CACHE.clear()
+        graphs.append([(r.layer, r.type, r.name) for r in sim.resource_graph(layers, "order")])
+    assert graphs[0] == graphs[1]
+    sim._GRAPH_CACHE.clear()
 
 
 def test_graph_comes_from_the_layers():
