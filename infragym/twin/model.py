@@ -60,8 +60,6 @@ class Node:
     memory_requested: float = 0.0
     removed_at: float | None = None
     unneeded_since: float | None = None
-    demand: float = 0.0  # CPU requested by its non-heater pods (serving plan)
-    heater_ready: int = 0  # Ready heater pods on it (serving plan)
 
     def ready(self, t: float) -> bool:
         return self.ready_at <= t and (self.removed_at is None or self.removed_at > t)
