@@ -26,14 +26,15 @@ import copy
 import heapq
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from infragym.apps.workload import CpuWork
 from infragym.backends.base import ResourceRecord
 from infragym.catalog import Size
 from infragym.errors import ConfigError
-from infragym.knobs import get_path, set_path
+from infragym.knobs import parse_path
 from infragym.twin import builder
 from infragym.twin.cost import CLUSTER, NODE_POOL, hourly_cost, resource_hourly_cost
 from infragym.twin.model import (
@@ -105,6 +106,7 @@ class Twin:
         # Records are shared with the backend's graph cache: copy one before writing it.
         self._owned: set[tuple[str, str]] = set()
         self._changed_pools: list[NodePool] = []  # reconciled at the next plan
+        self._slots: dict[tuple[str, str, str], tuple] = {}  # see _property_slot
         for r in records:
             self.records[(r.type, r.name)] = r
         for key, r in self.records.items():
@@ -196,24 +198,62 @@ class Twin:
         size and node count in one step replaces the pool once, with the new count.
 
         Raises:
-            ConfigError: No such resource, or a value the twin cannot model (a node size
-                not in the catalogue); the resource is left as it was.
+            ConfigError: No such resource or property path, or a value the twin cannot
+                model (a node size not in the catalogue); the resource is left as it was.
+        """
+        slot = self._slots.get((type_token, name, path))
+        if slot is None:
+            slot = self._slots[(type_token, name, path)] = self._property_slot(
+                type_token, name, path
+            )
+        parent, leaf, apply = slot
+        try:
+            previous = parent[leaf]
+        except (KeyError, IndexError):
+            previous = _MISSING
+        parent[leaf] = value
+        try:
+            apply(value)
+        except ConfigError:
+            if previous is _MISSING:
+                del parent[leaf]
+            else:
+                parent[leaf] = previous
+            raise
+        self._next_event = self.t  # re-plan from now
+
+    def _property_slot(
+        self, type_token: str, name: str, path: str
+    ) -> tuple[Any, str | int, Callable[[Any], None]]:
+        """Where a property lives in the twin's own inputs, and what applies a new value.
+
+        Knobs set the same few properties every step, so :meth:`set_property` keeps these
+        per (type, name, path): (the container holding the property, its key, the handler).
         """
         key = (type_token, name)
         record = self._owned_record(key)
-        inputs = record.inputs
+        parts = parse_path(path)
+        parent: Any = record.inputs
         try:
-            previous = get_path(inputs, path)
-        except ConfigError:
-            previous = _MISSING
-        set_path(inputs, path, value)
-        try:
-            self._apply_property(key, record, path, value)
-        except ConfigError:
-            if previous is not _MISSING:
-                set_path(inputs, path, previous)
-            raise
-        self._next_event = self.t  # re-plan from now
+            for part in parts[:-1]:
+                parent = parent[part]
+        except (KeyError, IndexError, TypeError):
+            raise ConfigError(
+                f"{type_token} {name!r} has no property {path!r} (at {part!r})"
+            ) from None
+        if not isinstance(parent, dict | list):
+            raise ConfigError(f"{type_token} {name!r}: property {path!r} is not settable")
+        # Fast paths for the knobs agents turn most: each does what _apply_property does
+        # for that property, without re-reading the whole resource.
+        if self.fast_paths:
+            if type_token == builder.DEPLOYMENT:
+                if path == "spec.replicas":
+                    return parent, parts[-1], partial(self._set_replicas, key)
+                if path == CPU_LIMIT_PATH:
+                    return parent, parts[-1], partial(self._set_pod_cpu_limit, key, record)
+            elif type_token == NODE_POOL and path in ("nodeCount", "size"):
+                return parent, parts[-1], partial(self._set_pool_property, key, record, path)
+        return parent, parts[-1], partial(self._apply_property, key, record, path)
 
     def _owned_record(self, key: tuple[str, str]) -> ResourceRecord:
         """The twin's own copy of a record (records are shared with the graph cache)."""
@@ -226,31 +266,30 @@ class Twin:
             self._owned.add(key)
         return record
 
+    def _set_replicas(self, key: tuple[str, str], value: Any) -> None:
+        w = self.workloads[key]
+        w.replicas = int(value)
+        self._scale(w, w.replicas)
+
+    def _set_pod_cpu_limit(self, key: tuple[str, str], record: ResourceRecord, _: Any) -> None:
+        self._set_cpu_limit(self.workloads[key], builder.deployment_cpu_limit(record.inputs))
+
+    def _set_pool_property(
+        self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
+    ) -> None:
+        pool = self.pools[key]
+        if pool.auto_scale:  # the autoscaler owns the count: take the general path
+            self._apply_property(key, record, path, value)
+        elif path == "nodeCount":
+            self._change_pool(pool, count=int(value))
+        else:
+            self._change_pool(pool, size=builder.node_size(str(value)))
+
     def _apply_property(
         self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
     ) -> None:
+        """Re-read a changed resource and bring the world to it (the general path)."""
         type_token = key[0]
-        # Fast paths for the knobs agents turn most: each does what the general path below
-        # does for that property, without re-reading the whole resource.
-        if self.fast_paths:
-            if type_token == builder.DEPLOYMENT:
-                if path == "spec.replicas":
-                    w = self.workloads[key]
-                    w.replicas = int(value)
-                    self._scale(w, w.replicas)
-                    return
-                if path == CPU_LIMIT_PATH:
-                    self._set_cpu_limit(
-                        self.workloads[key], builder.deployment_cpu_limit(record.inputs)
-                    )
-                    return
-            elif type_token == NODE_POOL and not self.pools[key].auto_scale:
-                if path == "nodeCount":
-                    self._change_pool(self.pools[key], count=int(value))
-                    return
-                if path == "size":
-                    self._change_pool(self.pools[key], size=builder.node_size(str(value)))
-                    return
         if type_token in (CLUSTER, NODE_POOL):
             build = (
                 builder.pool_from_cluster if type_token == CLUSTER else builder.pool_from_node_pool
