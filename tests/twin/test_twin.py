@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -133,6 +134,21 @@ def test_unknown_resource_and_size_are_clear_errors():
         twin.set_property(DEPLOYMENT, "nope", "spec.replicas", 3)
     with pytest.raises(ConfigError, match="unknown size slug"):
         twin.set_property(NODE_POOL, "workers", "size", "s-3vcpu-7gb")
+
+
+def test_a_rejected_property_leaves_the_resource_as_it_was():
+    twin = Twin(web_app(), params=EXACT)
+    pool_inputs = copy.deepcopy(twin.inputs(NODE_POOL, "workers"))
+    nodes = [(n.name, n.size.slug) for n in twin.nodes()]
+    with pytest.raises(ConfigError, match="unknown size slug"):
+        twin.set_property(NODE_POOL, "workers", "size", "s-3vcpu-7gb")
+    assert twin.inputs(NODE_POOL, "workers") == pool_inputs
+    assert [(n.name, n.size.slug) for n in twin.nodes()] == nodes
+    # A path into a part of the resource that does not exist: a ConfigError, no change.
+    deployment = copy.deepcopy(twin.inputs(DEPLOYMENT, "heater"))
+    with pytest.raises(ConfigError, match=r"no property 'spec.nope.replicas'"):
+        twin.set_property(DEPLOYMENT, "heater", "spec.nope.replicas", 3)
+    assert twin.inputs(DEPLOYMENT, "heater") == deployment
 
 
 def test_same_seed_same_run():
