@@ -357,12 +357,16 @@ class Twin:
         """
         t = self.t
         ready_at = t + self.params.node_boot_s
+        kept = []
         for node in pool.nodes:
-            if node.ready(t):
-                node.removed_at = ready_at
-            elif node.removed_at is None or node.removed_at > t:
-                node.removed_at = t
-        self._first_removal = t  # the booting nodes just cancelled
+            if node.ready_at <= t:  # Ready, or removed and not dropped yet: _evict's job
+                if node.removed_at is None or node.removed_at > t:
+                    node.removed_at = ready_at
+                kept.append(node)
+            # else booting: cancelled now; it holds no pods, so nothing to evict
+        pool.nodes = kept
+        self._nodes_dirty = True
+        self._first_removal = t  # _evict recomputes the earliest removal
         self._evict(t)
         self._add_nodes(pool, pool.count, ready_at)
         self._first_removal = min(self._first_removal, ready_at)
