@@ -105,6 +105,7 @@ class Twin:
         self._quantile_cache = _QUANTILES
         # Records are shared with the backend's graph cache: copy one before writing it.
         self._owned: set[tuple[str, str]] = set()
+        self._own_ids: set[int] = set()  # ids of the input containers the twin has copied
         self._changed_pools: list[NodePool] = []  # reconciled at the next plan
         self._slots: dict[tuple[str, str, str], tuple] = {}  # see _property_slot
         for r in records:
@@ -233,16 +234,7 @@ class Twin:
         key = (type_token, name)
         record = self._owned_record(key)
         parts = parse_path(path)
-        parent: Any = record.inputs
-        try:
-            for part in parts[:-1]:
-                parent = parent[part]
-        except (KeyError, IndexError, TypeError):
-            raise ConfigError(
-                f"{type_token} {name!r} has no property {path!r} (at {part!r})"
-            ) from None
-        if not isinstance(parent, dict | list):
-            raise ConfigError(f"{type_token} {name!r}: property {path!r} is not settable")
+        parent = self._own_containers(record, parts[:-1], path)
         # Fast paths for the knobs agents turn most: each does what _apply_property does
         # for that property, without re-reading the whole resource.
         if self.fast_paths:
@@ -256,15 +248,49 @@ class Twin:
         return parent, parts[-1], partial(self._apply_property, key, record, path)
 
     def _owned_record(self, key: tuple[str, str]) -> ResourceRecord:
-        """The twin's own copy of a record (records are shared with the graph cache)."""
+        """The twin's own record of a resource: a copy of the top level of its inputs.
+
+        Records are shared with the backend's graph cache, so the twin writes only into
+        containers it has copied (see :meth:`_own_containers`).
+        """
         record = self._record(*key)
         if key not in self._owned:
-            record = ResourceRecord(
-                record.layer, record.type, record.name, copy.deepcopy(record.inputs)
-            )
+            record = ResourceRecord(record.layer, record.type, record.name, dict(record.inputs))
             self.records[key] = record
             self._owned.add(key)
+            self._own_ids.add(id(record.inputs))
         return record
+
+    def _own_containers(self, record: ResourceRecord, parts: Sequence[str | int], path: str) -> Any:
+        """The container at ``parts`` in an owned record, copying those on the way that are shared.
+
+        Copying the containers along one property path, rather than all the inputs, keeps
+        the first change of a resource cheap (a Deployment's inputs run to hundreds of
+        objects). A copied container replaces the shared one in its parent and is never
+        replaced again, so the containers :meth:`set_property` keeps stay in the record.
+
+        Raises:
+            ConfigError: The path leads nowhere, or through something that is not a dict
+                or a list.
+        """
+        parent: Any = record.inputs
+        for part in parts:
+            try:
+                child = parent[part]
+            except (KeyError, IndexError, TypeError):
+                raise ConfigError(
+                    f"{record.type} {record.name!r} has no property {path!r} (at {part!r})"
+                ) from None
+            if id(child) not in self._own_ids:
+                if not isinstance(child, dict | list):
+                    raise ConfigError(
+                        f"{record.type} {record.name!r}: property {path!r} is not settable "
+                        f"({part!r} holds {type(child).__name__})"
+                    )
+                child = parent[part] = copy.copy(child)
+                self._own_ids.add(id(child))
+            parent = child
+        return parent
 
     def _set_replicas(self, key: tuple[str, str], value: Any) -> None:
         w = self.workloads[key]

@@ -11,7 +11,7 @@ from infragym import catalog
 from infragym.apps.workload import CpuWork, constant
 from infragym.errors import ConfigError
 from infragym.twin.model import TwinParams
-from infragym.twin.twin import Twin
+from infragym.twin.twin import CPU_LIMIT_PATH, Twin
 from tests.twin.graphs import DEPLOYMENT, NODE_POOL, web_app
 
 EXACT = TwinParams(noise=False)
@@ -149,6 +149,25 @@ def test_a_rejected_property_leaves_the_resource_as_it_was():
     with pytest.raises(ConfigError, match=r"no property 'spec.nope.replicas'"):
         twin.set_property(DEPLOYMENT, "heater", "spec.nope.replicas", 3)
     assert twin.inputs(DEPLOYMENT, "heater") == deployment
+
+
+def test_knob_changes_stay_in_their_twin():
+    # Twins share the records of a cached graph; a change must not reach the other twins.
+    records = web_app(replicas=2, node_size="s-2vcpu-4gb")
+    before = copy.deepcopy([r.inputs for r in records])
+    twin = Twin(records, params=EXACT)
+    twin.set_property(DEPLOYMENT, "heater", "spec.replicas", 5)
+    twin.set_property(DEPLOYMENT, "heater", CPU_LIMIT_PATH, "250m")
+    requests = CPU_LIMIT_PATH.replace("limits", "requests")
+    twin.set_property(DEPLOYMENT, "heater", requests, "500m")  # the general path
+    twin.set_property(NODE_POOL, "workers", "size", "s-4vcpu-8gb")
+    assert [r.inputs for r in records] == before
+    assert twin.inputs(DEPLOYMENT, "heater")["spec"]["replicas"] == 5
+    container = twin.inputs(DEPLOYMENT, "heater")["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["cpu"] == "250m"
+    other = Twin(records, params=EXACT)
+    assert other.workloads[(DEPLOYMENT, "heater")].replicas == 2
+    assert other.pools[(NODE_POOL, "workers")].size.slug == "s-2vcpu-4gb"
 
 
 def test_same_seed_same_run():
