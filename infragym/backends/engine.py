@@ -72,9 +72,10 @@ def find_cli() -> str:
     if cached.is_file() and os.access(cached, os.X_OK):
         return str(cached)
     raise ConfigError(
-        "the Pulumi CLI was not found on PATH nor in "
-        f"{cached.parent}: run `bash scripts/install-pulumi-cli.sh` (offline build) or "
-        "install it from https://www.pulumi.com/docs/install/"
+        f"the Pulumi CLI (v{sdk_version()}, the pulumi SDK's version) was not found on "
+        f"PATH nor in {cached.parent}: install it from https://www.pulumi.com/docs/install/, "
+        "or run `bash scripts/install-pulumi-cli.sh` in a clone of the infragym repository "
+        "(it builds the CLI from Go modules, offline), or set PULUMI_CLI to a pulumi binary"
     )
 
 

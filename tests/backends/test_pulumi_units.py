@@ -323,8 +323,9 @@ def test_cli_not_found_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.delenv("PULUMI_CLI")
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("INFRAGYM_CACHE", str(tmp_path))
-    with pytest.raises(ConfigError, match=r"install-pulumi-cli\.sh"):
+    with pytest.raises(ConfigError, match=r"install-pulumi-cli\.sh") as err:
         find_cli()
+    assert "pulumi.com/docs/install" in str(err.value) and "PULUMI_CLI" in str(err.value)
 
 
 # ------------------------------------------------------------------------------ state
