@@ -76,18 +76,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 try:
     from infragym.apps._serving import add_probe_routes, process_registry
-    from infragym.apps.workload import HEATER_PORT, HEATER_WORK_ENV, LATENCY_BUCKETS, CpuWork
-except ImportError:  # pragma: no cover - run as a plain script next to the mounted modules
-    from _serving import add_probe_routes, process_registry  # type: ignore[no-redef]
-    from workload import (  # type: ignore[no-redef]
+    from infragym.apps.workload import (
+        HEATER_DB_DSN_ENV,
         HEATER_PORT,
         HEATER_WORK_ENV,
         LATENCY_BUCKETS,
         CpuWork,
     )
-
-HEATER_DB_DSN_ENV = "HEATER_DB_DSN"
-"""Environment variable holding the PostgreSQL DSN for :attr:`CpuWork.db_query`."""
+except ImportError:  # pragma: no cover - run as a plain script next to the mounted modules
+    from _serving import add_probe_routes, process_registry  # type: ignore[no-redef]
+    from workload import (  # type: ignore[no-redef]
+        HEATER_DB_DSN_ENV,
+        HEATER_PORT,
+        HEATER_WORK_ENV,
+        LATENCY_BUCKETS,
+        CpuWork,
+    )
 
 _CODES = ("200", "500", "503")
 

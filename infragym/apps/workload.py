@@ -24,6 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 HEATER_WORK_ENV = "HEATER_WORK"
 """Environment variable holding a :class:`CpuWork` as JSON."""
 
+HEATER_DB_DSN_ENV = "HEATER_DB_DSN"
+"""Environment variable holding the PostgreSQL DSN for :attr:`CpuWork.db_query`."""
+
 SIEGE_SCHEDULE_ENV = "SIEGE_SCHEDULE"
 """Environment variable holding a :class:`Schedule` as JSON."""
 

@@ -12,17 +12,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from infragym import catalog
-from infragym.apps.workload import HEATER_WORK_ENV, SIEGE_SCHEDULE_ENV, CpuWork, Schedule
+from infragym.apps.workload import (
+    HEATER_DB_DSN_ENV,
+    HEATER_WORK_ENV,
+    SIEGE_SCHEDULE_ENV,
+    CpuWork,
+    Schedule,
+)
 from infragym.errors import ConfigError
 from infragym.twin.cost import CLUSTER, NODE_POOL
-from infragym.twin.model import Autoscaler, NodePool, Workload
+from infragym.twin.model import Autoscaler, Database, NodePool, Workload
 from infragym.twin.units import cpu_cores, memory_gib
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 
 MODELLED_TYPES = frozenset({CLUSTER, NODE_POOL, DEPLOYMENT, HPA})
-"""Type tokens the twin turns into behaviour; others are kept, priced, and listed."""
+"""Type tokens the twin turns into behaviour; others are kept, priced, and listed (a Helm
+release is modelled when it is PostgreSQL: see :func:`database_from_release`)."""
 
 # Requests Kubernetes assumes for containers that declare none are zero; the twin uses a
 # small floor so that such pods still take a scheduling slot.
@@ -66,7 +74,24 @@ def _pool(key: tuple[str, str], spec: Mapping[str, Any]) -> NodePool:
 
 
 def _env(container: Mapping[str, Any]) -> dict[str, str]:
+    """A container's environment: name → value ("" for one taken from a Secret or elsewhere)."""
     return {e["name"]: e.get("value", "") for e in container.get("env") or [] if "name" in e}
+
+
+_DEFAULT_DB_CORES = 1.0
+"""CPU of a PostgreSQL release that sets neither a limit nor a request (an assumption)."""
+
+
+def database_from_release(key: tuple[str, str], inputs: Mapping[str, Any]) -> Database | None:
+    """A PostgreSQL Helm release (chart ``postgresql``): its primary's CPU; else ``None``."""
+    if inputs.get("chart") != "postgresql":
+        return None
+    primary = (inputs.get("values") or {}).get("primary") or {}
+    resources = primary.get("resources") or {}
+    cores = cpu_cores((resources.get("limits") or {}).get("cpu")) or cpu_cores(
+        (resources.get("requests") or {}).get("cpu")
+    )
+    return Database(key=key, cores=cores or _DEFAULT_DB_CORES)
 
 
 def workload_from_deployment(key: tuple[str, str], inputs: Mapping[str, Any]) -> Workload:
@@ -81,10 +106,11 @@ def workload_from_deployment(key: tuple[str, str], inputs: Mapping[str, Any]) ->
         requests_mem += memory_gib(req.get("memory")) or 0.0
     limit_cpu = _cpu_limit(containers)
     env = _env(containers[0])
-    role, work, schedule, workers = "other", None, None, 1
+    role, work, schedule, workers, uses_database = "other", None, None, 1, False
     if HEATER_WORK_ENV in env:
         role, work = "heater", _work(env[HEATER_WORK_ENV] or "{}")
         workers = work.workers
+        uses_database = bool(work.db_query) and HEATER_DB_DSN_ENV in env
     elif SIEGE_SCHEDULE_ENV in env:
         role, schedule = "siege", _schedule(env[SIEGE_SCHEDULE_ENV])
     metadata = inputs.get("metadata") or {}
@@ -100,6 +126,7 @@ def workload_from_deployment(key: tuple[str, str], inputs: Mapping[str, Any]) ->
         work=work,
         schedule=schedule,
         workers=workers,
+        uses_database=uses_database,
     )
 
 

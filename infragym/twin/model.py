@@ -34,6 +34,9 @@ class TwinParams:
         noise: Draw each step's request count from a Poisson distribution around the
             schedule (what a real step of finite length measures); the queueing itself
             runs at the scheduled rate. Off for checks against queueing theory.
+        db_query_ms: CPU milliseconds the database spends on one heater query. An
+            assumption: PostgreSQL answers a primary-key lookup in well under a
+            millisecond of CPU, a small join or aggregate in a few; set it for your query.
     """
 
     node_boot_s: float = 240.0
@@ -43,6 +46,7 @@ class TwinParams:
     ca_scale_down_unneeded_s: float = 600.0
     ca_scale_down_utilisation: float = 0.5
     noise: bool = True
+    db_query_ms: float = 2.0
 
 
 @dataclass(eq=False, slots=True)
@@ -131,6 +135,8 @@ class Workload:
 
     ``role`` is ``heater`` when the container carries a heater work spec, ``siege`` when
     it carries a siege-engine schedule, else ``other`` (scheduled and priced, not served).
+    ``uses_database``: a heater whose work has a ``db_query`` and whose container is given
+    a database DSN, so every request it serves also runs one query.
     """
 
     key: tuple[str, str]
@@ -144,6 +150,7 @@ class Workload:
     work: CpuWork | None = None
     schedule: Schedule | None = None
     workers: int = 1
+    uses_database: bool = False
     batches: list[PodBatch] = field(default_factory=list)
     rollout_done_at: float = 0.0
     prev_cores: float | None = None
@@ -184,3 +191,15 @@ class Autoscaler:
     target_utilisation: float
     scale_down_window_s: float
     history: list[tuple[float, int]] = field(default_factory=list)
+
+
+@dataclass(eq=False, slots=True)
+class Database:
+    """A PostgreSQL server (the ``k8s-postgresql`` layer's Helm release).
+
+    A queue of its own: every query costs it :attr:`TwinParams.db_query_ms` of CPU, and
+    it has ``cores`` of CPU (its container's limit, else its request).
+    """
+
+    key: tuple[str, str]
+    cores: float

@@ -14,6 +14,10 @@ Model (checked against queueing theory in ``tests/twin/test_queueing.py``):
   ``scv`` (exact for M/M/c, where ``scv = 1``).
 - Response time ``T = W + S``; quantiles are solved from the survival function of that sum
   (exact for exponential and constant service).
+
+A queue whose customers wait for their answer before sending again (a database serving a
+fixed number of worker processes) is a closed queue instead: see
+:func:`finite_source_response`.
 """
 
 from __future__ import annotations
@@ -46,6 +50,52 @@ def mean_wait(c: int, mu: float, lam: float, scv: float = 1.0) -> float:
     if lam >= c * mu:
         return _INF
     return erlang_c(c, lam / mu) / (c * mu - lam) * (1.0 + scv) / 2.0
+
+
+def finite_source_response(
+    sources: int, servers: int, service_s: float, throughput: float
+) -> float:
+    """Mean response time of a queue fed by ``sources`` that each wait for their answer.
+
+    The machine-repairman model: each source sends a request, waits for it, then "thinks"
+    for an exponential time before the next. Few sources cannot build the queue Poisson
+    arrivals would (with one source nobody ever waits), so an open M/M/c overstates it.
+    Mean value analysis gives the exact response for one server; several servers use
+    Seidmann's approximation (one server ``servers`` times faster, plus the rest of the
+    service time as a pure delay). The think time is solved for from ``throughput``.
+
+    Args:
+        sources: Sources (worker processes) that use the queue.
+        servers: Servers of the queue.
+        service_s: Mean service time of one request (exponential).
+        throughput: Requests/s the sources send in all.
+
+    Raises:
+        ValueError: ``throughput`` is at or above the most the queue can pass.
+    """
+    queued = service_s / servers
+    delay = service_s - queued
+
+    def solve(think: float) -> tuple[float, float]:  # (response, throughput)
+        waiting = response = rate = 0.0
+        for n in range(1, sources + 1):
+            response = queued * (1.0 + waiting)
+            rate = n / (think + delay + response)
+            waiting = rate * response
+        return response + delay, rate
+
+    if throughput <= 0.0:
+        return service_s
+    most = solve(0.0)[1]
+    if throughput >= most:
+        raise ValueError(f"throughput {throughput} >= the most {sources} sources pass ({most})")
+    low, high = 0.0, service_s
+    while solve(high)[1] > throughput:
+        high *= 2.0
+    for _ in range(50):
+        mid = (low + high) / 2.0
+        low, high = (mid, high) if solve(mid)[1] > throughput else (low, mid)
+    return solve(high)[0]
 
 
 class Queue:

@@ -39,6 +39,7 @@ from infragym.twin import builder
 from infragym.twin.cost import CLUSTER, NODE_POOL, hourly_cost, resource_hourly_cost
 from infragym.twin.model import (
     Autoscaler,
+    Database,
     Node,
     NodePool,
     PodBatch,
@@ -46,7 +47,7 @@ from infragym.twin.model import (
     TwinParams,
     Workload,
 )
-from infragym.twin.queueing import Queue
+from infragym.twin.queueing import Queue, finite_source_response
 
 _NAN = float("nan")
 _MISSING = object()
@@ -55,6 +56,8 @@ _EXP_QUANTILES = tuple(-math.log(1.0 - q) for q in (0.5, 0.95, 0.99))
 _QUANTILES: dict[tuple, tuple[float, float, float, float]] = {}
 """Pod latency memo shared by all twins: (c, mu, lam, scv, timeout) → (p50, p95, p99, fail)."""
 _INF = float("inf")
+_DB_RESPONSES: dict[tuple, float] = {}
+"""Database response memo shared by all twins: (workers, servers, query s, rate) → R."""
 
 CPU_LIMIT_PATH = "spec.template.spec.containers[0].resources.limits.cpu"
 """The Deployment property of a CPU-limit knob (it has a fast path in :meth:`Twin.set_property`)."""
@@ -125,6 +128,10 @@ class Twin:
                 w = builder.workload_from_deployment(key, r.inputs)
                 self.workloads[key] = w
                 self._add_pods(w, w.replicas)
+        self.database: Database | None = None
+        for key, r in self.records.items():
+            if r.type == builder.HELM_RELEASE and self.database is None:
+                self.database = builder.database_from_release(key, r.inputs)
         self._rebuild_autoscalers()
         self._static_hourly = self._static_cost()
         self._refresh_nodes(0.0)
@@ -134,8 +141,9 @@ class Twin:
         self._unmodelled = tuple(
             sorted(
                 f"{r.type} {r.name}"
-                for r in self.records.values()
+                for key, r in self.records.items()
                 if r.type not in builder.MODELLED_TYPES
+                and (self.database is None or key != self.database.key)
             )
         )
 
@@ -659,6 +667,7 @@ class Twin:
         heater_ready: list[tuple[tuple, Node, int]] = []
         on_node: dict[Node, int] = {}
         heater_requests: dict[Node, float] = {}
+        has_database = self.database is not None
         for w in self.workloads.values():
             done_at = w.rollout_done_at
             if done_at <= t:
@@ -674,7 +683,7 @@ class Twin:
                         break
             heater = w.role == "heater" and w.work is not None
             cpu_req = w.cpu_request
-            head = _pod_head(w) if heater else ()
+            head = _pod_head(w, w.uses_database and has_database) if heater else ()
             ready = 0
             for b in batches:
                 node = b.node
@@ -705,7 +714,9 @@ class Twin:
                 groups[key] = [count]
             else:
                 g[0] += count
-        plan.groups = [(n[0], *key) for key, n in groups.items()]
+        plan.groups = [(n[0], *key) for key, n in groups.items() if not key[5]]
+        if has_database:
+            plan.database_groups = [(n[0], *key) for key, n in groups.items() if key[5]]
         plan.heater_pods = ready_total
         plan.pods_pending = pending
         plan.replicas_desired = desired
@@ -765,7 +776,7 @@ class Twin:
         cache = self._quantile_cache
         answered, failed, total_served = acc.answered, acc.failed, acc.served
         busy, s50, s95, s99 = acc.busy_cpu, acc.p50, acc.p95, acc.p99
-        for count, c, cores, scv, timeout, cpu_s, free, on_node in plan.groups:
+        for count, c, cores, scv, timeout, cpu_s, _, free, on_node in plan.groups:
             # CFS: only when the node's heater pods use more CPU than it has free do they
             # slow each other, and then they share it equally.
             if on_node * min(lam_pod * cpu_s, cores) > free:
@@ -788,6 +799,76 @@ class Twin:
             s99 += p99 * served
         acc.answered, acc.failed, acc.served = answered, failed, total_served
         acc.busy_cpu, acc.p50, acc.p95, acc.p99 = busy, s50, s95, s99
+        if plan.database_groups:
+            self._serve_with_database(plan.database_groups, lam_pod, dt, acc)
+
+    def _serve_with_database(
+        self, groups: list[tuple], lam_pod: float, dt: float, acc: _Accumulator
+    ) -> None:
+        """Serve the heater pods whose requests each run one query on the database.
+
+        A worker waits for its query, so a request holds it for its CPU time plus the
+        database's response time ``R``: the pod is an M/G/c queue with that service time
+        (the two parts independent, ``R`` taken as exponential). The database is a queue
+        with ``k`` servers (its cores, rounded up) whose sources are the pods' worker
+        processes, each with at most one query out (:func:`finite_source_response`).
+        When the queries would overload it, the pods hold them until its throughput and
+        theirs agree: ``R`` grows until the pods pass what the database does, and the
+        pods shed the rest (503).
+        """
+        db = self.database
+        assert db is not None
+        servers = max(1, math.ceil(db.cores))
+        query_s = self.params.db_query_ms / 1000.0 * servers / db.cores  # CPU shared
+        parts = []  # (count, c, CPU seconds a request holds a worker, scv, timeout, cpu_s)
+        for count, c, cores, scv, timeout, cpu_s, _, free, on_node in groups:
+            if on_node * min(lam_pod * cpu_s, cores) > free:
+                cores = min(cores, free / on_node)
+            speed = min(1.0, cores / c)
+            if speed <= 0.0:
+                acc.answered += lam_pod * dt * count
+                acc.failed += lam_pod * dt * count
+                continue
+            parts.append((count, c, cpu_s / speed, scv, timeout, cpu_s))
+        if not parts:
+            return
+
+        def pods_capacity(response: float) -> float:
+            return sum(count * c / (hold + response) for count, c, hold, *_ in parts)
+
+        workers = sum(count * c for count, c, *_ in parts)
+        queries = round(min(lam_pod * sum(p[0] for p in parts), pods_capacity(query_s)), 3)
+        key = (workers, servers, query_s, queries)
+        response = _DB_RESPONSES.get(key)
+        if response is None:
+            try:
+                response = finite_source_response(workers, servers, query_s, queries)
+            except ValueError:  # the database is the bottleneck: the pods pass what it does
+                most = servers / query_s * 0.999
+                low, high = query_s, query_s + 1.0
+                while pods_capacity(high) > most:
+                    high *= 2.0
+                for _ in range(60):
+                    mid = (low + high) / 2.0
+                    low, high = (mid, high) if pods_capacity(mid) > most else (low, mid)
+                response = high
+            if len(_DB_RESPONSES) > 16384:
+                _DB_RESPONSES.clear()
+            _DB_RESPONSES[key] = response
+        for count, c, hold, scv, timeout, cpu_s in parts:
+            service = hold + response
+            mu = 1.0 / service
+            scv_total = (scv * hold * hold + response * response) / (service * service)
+            p50, p95, p99, fail = self._pod_latency(c, mu, lam_pod, scv_total, timeout)
+            n = lam_pod * dt * count
+            served = n * (1.0 - fail)
+            acc.answered += n
+            acc.failed += n - served
+            acc.served += served
+            acc.busy_cpu += served * cpu_s
+            acc.p50 += p50 * served
+            acc.p95 += p95 * served
+            acc.p99 += p99 * served
 
     def _poisson(self, mean: float) -> float:
         """A Poisson draw (normal approximation above 50, exact below)."""
@@ -954,25 +1035,26 @@ def hpa_proposal(
     return math.ceil(current * ratio)
 
 
-_HEADS: dict[tuple[int, int, float], tuple[tuple, CpuWork]] = {}
+_HEADS: dict[tuple[int, int, float, bool], tuple[tuple, CpuWork]] = {}
 
 
-def _pod_head(w: Workload) -> tuple:
-    """What every Ready heater pod of ``w`` shares: (workers, cores, scv, timeout, CPU s).
+def _pod_head(w: Workload, queries: bool) -> tuple:
+    """What every Ready heater pod of ``w`` shares.
 
-    Memoised by (work spec identity, workers, cores), since every serving plan needs it
-    and reading a work spec's fields costs more than the lookup. The entry holds the spec
-    so that its id is not reused while the entry lives.
+    (workers, cores, scv, timeout, CPU s, whether it queries the database). Memoised by
+    (work spec identity, workers, cores, queries), since every serving plan needs it and
+    reading a work spec's fields costs more than the lookup. The entry holds the spec so
+    that its id is not reused while the entry lives.
     """
     work = w.work
     assert work is not None
     cores = w.prev_cores if w.prev_cores is not None else w.cores_per_pod
-    key = (id(work), w.workers, cores)
+    key = (id(work), w.workers, cores, queries)
     hit = _HEADS.get(key)
     if hit is None:
         if len(_HEADS) > 1024:
             _HEADS.clear()
-        head = (w.workers, cores, work.scv, work.timeout_s, work.mean_ms / 1000.0)
+        head = (w.workers, cores, work.scv, work.timeout_s, work.mean_ms / 1000.0, queries)
         hit = _HEADS[key] = (head, work)
     return hit[0]
 
@@ -981,12 +1063,14 @@ class _Plan:
     """What serving looks like between two events (see :meth:`Twin._serving_plan`)."""
 
     __slots__ = (
-        "groups", "heater_pods", "hourly", "limit_cpu", "next_pod_event", "nodes_ready",
-        "pods_pending", "replicas_desired", "replicas_ready", "requested_cpu", "schedules",
+        "database_groups", "groups", "heater_pods", "hourly", "limit_cpu", "next_pod_event",
+        "nodes_ready", "pods_pending", "replicas_desired", "replicas_ready", "requested_cpu",
+        "schedules",
     )  # fmt: skip
 
     def __init__(self) -> None:
-        self.groups: list[tuple] = []
+        self.groups: list[tuple] = []  # heater pods alike: (count, *pod head, free, on node)
+        self.database_groups: list[tuple] = []  # the same, for pods that query the database
         self.schedules: list = []
         self.heater_pods = self.replicas_desired = self.replicas_ready = 0
         self.nodes_ready = self.pods_pending = 0

@@ -13,6 +13,7 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 NODE_POOL = "digitalocean:index/kubernetesNodePool:KubernetesNodePool"
 CLUSTER = "digitalocean:index/kubernetesCluster:KubernetesCluster"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
 def deployment(
@@ -52,8 +53,14 @@ def web_app(
     auto_scale: tuple[int, int] | None = None,
     hpa: dict | None = None,
     system_pool: bool = True,
+    database_cpu: str | None = None,
 ) -> list[ResourceRecord]:
-    """A cluster with a ``workers`` pool, the heater and the siege-engine."""
+    """A cluster with a ``workers`` pool, the heater and the siege-engine.
+
+    With ``database_cpu``, also the ``k8s-postgresql`` layer's Helm release (that CPU
+    limit on its primary), and the heater given its DSN from a Secret, as the
+    ``k8s-heater`` layer's ``database`` setting does.
+    """
     work = work or CpuWork(mean_ms=20.0, distribution="exponential")
     schedule = schedule or constant(20.0)
     pool = {"name": "dev-workers", "size": node_size, "nodeCount": float(node_count)}
@@ -88,6 +95,23 @@ def web_app(
             cpu_limit="500m",
         ),
     ]
+    if database_cpu is not None:
+        heater_env = records[2].inputs["spec"]["template"]["spec"]["containers"][0]["env"]
+        heater_env.append(
+            {
+                "name": "HEATER_DB_DSN",
+                "valueFrom": {"secretKeyRef": {"name": "heater-db", "key": "dsn"}},
+            }
+        )
+        resources = {"requests": {"cpu": "100m"}, "limits": {"cpu": database_cpu}}
+        records.append(
+            ResourceRecord(
+                "k8s-postgresql",
+                HELM_RELEASE,
+                "postgresql",
+                {"chart": "postgresql", "values": {"primary": {"resources": resources}}},
+            )
+        )
     if hpa is not None:
         records.append(
             ResourceRecord(

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from infragym.twin.queueing import Queue, erlang_c, mean_wait
+from infragym.twin.queueing import Queue, erlang_c, finite_source_response, mean_wait
 
 
 def erlang_c_textbook(c: int, a: float) -> float:
@@ -74,3 +74,35 @@ def test_unstable_queue_is_rejected():
     with pytest.raises(ValueError, match="unstable"):
         Queue(2, 10.0, 20.0)
     assert mean_wait(2, 10.0, 20.0) == math.inf
+
+
+def simulate_machine_repairman(
+    sources: int, think_s: float, service_s: float, n: int, seed: int
+) -> tuple[float, float]:
+    """(mean response, throughput) of one FIFO exponential server fed by ``sources`` that
+    each think for an exponential ``think_s`` between their requests, by simulation."""
+    rng = np.random.default_rng(seed)
+    ready = sorted(rng.exponential(think_s, sources).tolist())  # when each sends next
+    free = 0.0
+    total = 0.0
+    for _ in range(n):
+        sent = heapq.heappop(ready)
+        done = max(sent, free) + rng.exponential(service_s)
+        free = done
+        total += done - sent
+        heapq.heappush(ready, done + rng.exponential(think_s))
+    return total / n, n / free
+
+
+def test_finite_source_response_matches_a_simulation():
+    # Mean value analysis is exact for one server: compare with the simulated model.
+    response, throughput = simulate_machine_repairman(5, 0.030, 0.008, 300_000, seed=11)
+    assert finite_source_response(5, 1, 0.008, throughput) == pytest.approx(response, rel=0.03)
+
+
+def test_finite_source_response_limits():
+    # One source never waits; many light sources are Poisson arrivals: M/M/1.
+    assert finite_source_response(1, 1, 0.01, 40.0) == pytest.approx(0.01)
+    assert finite_source_response(2000, 1, 0.01, 50.0) == pytest.approx(0.02, rel=0.01)
+    with pytest.raises(ValueError, match="throughput"):
+        finite_source_response(10, 1, 0.01, 100.0)
