@@ -26,7 +26,6 @@ from infragym.twin.units import cpu_cores, memory_gib
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
-HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 
 MODELLED_TYPES = frozenset({CLUSTER, NODE_POOL, DEPLOYMENT, HPA})
 """Type tokens the twin turns into behaviour; others are kept, priced, and listed (a Helm

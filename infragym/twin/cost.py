@@ -13,6 +13,7 @@ from typing import Any
 
 from infragym import catalog
 from infragym.backends.base import ResourceRecord
+from infragym.twin.units import memory_gib
 
 CLUSTER = "digitalocean:index/kubernetesCluster:KubernetesCluster"
 NODE_POOL = "digitalocean:index/kubernetesNodePool:KubernetesNodePool"
@@ -23,6 +24,10 @@ DATABASE = "digitalocean:index/databaseCluster:DatabaseCluster"
 SPACES_BUCKET = "digitalocean:index/spacesBucket:SpacesBucket"
 K8S_SERVICE = "kubernetes:core/v1:Service"
 K8S_PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+
+_POSTGRESQL_CHART_VOLUME = "8Gi"
+"""The Bitnami ``postgresql`` chart's default ``primary.persistence.size``."""
 
 PER_HOUR = 1.0 / catalog.HOURS_PER_MONTH
 
@@ -55,12 +60,27 @@ def resource_hourly_cost(record: ResourceRecord, *, include_nodes: bool = True) 
         return catalog.LOAD_BALANCER_MONTHLY_USD * PER_HOUR
     if t == VOLUME:
         return catalog.VOLUME_GIB_MONTHLY_USD * PER_HOUR * _n(inputs.get("size"))
+    if t == K8S_PVC:
+        # On DOKS the CSI driver backs a claim with a block-storage volume of its size.
+        requests = ((inputs.get("spec") or {}).get("resources") or {}).get("requests") or {}
+        return _volume_cost(requests.get("storage"))
+    if t == HELM_RELEASE and inputs.get("chart") == "postgresql":
+        # The chart's primary claims a volume (the release's only billed part).
+        persistence = ((inputs.get("values") or {}).get("primary") or {}).get("persistence") or {}
+        if persistence.get("enabled", True):
+            return _volume_cost(persistence.get("size") or _POSTGRESQL_CHART_VOLUME)
+        return None
     if t == DATABASE:
         monthly = catalog.DATABASE_MONTHLY_USD.get(inputs.get("size", ""), 0.0)
         return monthly * PER_HOUR * _n(inputs.get("nodeCount"), 1.0)
     if t == SPACES_BUCKET:
         return catalog.SPACES_MONTHLY_USD * PER_HOUR
     return None
+
+
+def _volume_cost(size: str | float | None) -> float | None:
+    gib = memory_gib(size)
+    return None if gib is None else catalog.VOLUME_GIB_MONTHLY_USD * PER_HOUR * gib
 
 
 def hourly_cost(records: Iterable[ResourceRecord], *, include_nodes: bool = True) -> float:

@@ -36,7 +36,13 @@ from infragym.catalog import Size
 from infragym.errors import ConfigError
 from infragym.knobs import parse_path
 from infragym.twin import builder
-from infragym.twin.cost import CLUSTER, NODE_POOL, hourly_cost, resource_hourly_cost
+from infragym.twin.cost import (
+    CLUSTER,
+    HELM_RELEASE,
+    NODE_POOL,
+    hourly_cost,
+    resource_hourly_cost,
+)
 from infragym.twin.model import (
     Autoscaler,
     Database,
@@ -130,7 +136,7 @@ class Twin:
                 self._add_pods(w, w.replicas)
         self.database: Database | None = None
         for key, r in self.records.items():
-            if r.type == builder.HELM_RELEASE and self.database is None:
+            if r.type == HELM_RELEASE and self.database is None:
                 self.database = builder.database_from_release(key, r.inputs)
         self._rebuild_autoscalers()
         self._static_hourly = self._static_cost()

@@ -9,7 +9,9 @@ import pytest
 
 from infragym import catalog
 from infragym.apps.workload import CpuWork, constant
+from infragym.backends.base import ResourceRecord
 from infragym.errors import ConfigError
+from infragym.twin.cost import K8S_PVC, resource_hourly_cost
 from infragym.twin.model import TwinParams
 from infragym.twin.twin import CPU_LIMIT_PATH, Twin
 from tests.twin.graphs import DEPLOYMENT, NODE_POOL, web_app
@@ -218,3 +220,18 @@ def test_resizing_again_before_ready_replaces_the_booting_pool_unbilled():
         "s-8vcpu-16gb",
         "s-8vcpu-16gb",
     ]
+
+
+def test_volumes_are_priced_per_gib_month():
+    # A claim and the PostgreSQL release's primary volume: DO block storage, $0.10/GiB-month.
+    per_gib_hour = catalog.VOLUME_GIB_MONTHLY_USD / catalog.HOURS_PER_MONTH
+    claim = ResourceRecord(
+        "x", K8S_PVC, "data", {"spec": {"resources": {"requests": {"storage": "20Gi"}}}}
+    )
+    assert resource_hourly_cost(claim) == pytest.approx(20 * per_gib_hour)
+    release = web_app(database_cpu="1")[-1]
+    assert resource_hourly_cost(release) == pytest.approx(8 * per_gib_hour)  # chart default
+    release.inputs["values"]["primary"]["persistence"] = {"size": "50Gi"}
+    assert resource_hourly_cost(release) == pytest.approx(50 * per_gib_hour)
+    release.inputs["values"]["primary"]["persistence"] = {"enabled": False}
+    assert resource_hourly_cost(release) is None
