@@ -86,7 +86,8 @@ def layers() -> None:
     from stacks.registry import all_layers
 
     for layer in all_layers().values():
-        up = ", ".join(layer.upstream) or "-"
+        optional = [f"{name} (optional)" for name in layer.optional_upstream]
+        up = ", ".join([*layer.upstream, *optional]) or "-"
         typer.echo(f"{layer.name:<22} upstream: {up:<32} {layer.description}")
 
 

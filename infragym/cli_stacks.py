@@ -153,10 +153,11 @@ def _read_state(engine: Any, info: StackInfo) -> None:
 def destroy_order(layers: list[str]) -> list[str]:
     """Layer names in the order to destroy them.
 
-    Registered layers go downstream first (reverse dependency order; an upstream that is
-    not among ``layers`` is ignored). Layers the registry does not know cannot be placed
-    in the graph: they go first, last-to-first by name, since a layer that has outlived
-    the registry is more likely to sit on top of the known ones than under them.
+    Registered layers go downstream first (reverse dependency order, optional upstream
+    layers included; an upstream that is not among ``layers`` is ignored). Layers the
+    registry does not know cannot be placed in the graph: they go first, last-to-first by
+    name, since a layer that has outlived the registry is more likely to sit on top of
+    the known ones than under them.
     """
     try:
         from stacks.registry import all_layers
@@ -172,7 +173,8 @@ def destroy_order(layers: list[str]) -> list[str]:
     def visit(name: str, path: tuple[str, ...]) -> None:
         if name in ordered or name in path:
             return
-        for need in registry[name].upstream:
+        layer = registry[name]
+        for need in (*layer.upstream, *layer.optional_upstream):
             for other in known:
                 if other == need or need in registry[other].provides:
                     visit(other, (*path, name))

@@ -10,7 +10,10 @@ run it under Pulumi's mocks. What it does, in order:
 3. read the outputs of every upstream layer through a ``StackReference`` to
    ``<org>/<project>/<deployment>.<upstream layer>``; a role such as ``cluster`` is
    mapped to a layer by the config object ``infragym:upstream`` (default
-   ``{cluster: do-managed-k8s}``). Secret outputs stay secret;
+   ``{cluster: do-managed-k8s}``). An optional upstream layer (``k8s-postgresql`` for
+   ``k8s-heater``) is read only when ``infragym:upstream`` lists it, as
+   ``k8s-postgresql: k8s-postgresql``: one stack cannot see which others exist.
+   Secret outputs stay secret;
 4. run the layer's program and export each output it returns.
 
 Example stack config (``stacks/Pulumi.dev.do-managed-k8s.yaml``)::
@@ -42,42 +45,57 @@ DIY_ORGANIZATION = "organization"
 
 
 def resolve_upstream(layer: Layer, roles: Mapping[str, str] | None = None) -> list[str]:
-    """The layer names whose stacks ``layer`` reads, in its ``upstream`` order.
+    """The layer names whose stacks ``layer`` reads: its ``upstream`` in order, then the
+    ``optional_upstream`` entries that ``roles`` lists.
 
-    An upstream entry that names a registered layer is used as is; any other entry is
-    a role, mapped through ``roles`` (falling back to :data:`DEFAULT_ROLES`).
+    An upstream entry that names a registered layer is used as is (``roles`` may list it
+    only as mapping to itself); any other entry is a role, mapped through ``roles``
+    (falling back to :data:`DEFAULT_ROLES`).
 
     Raises:
         ConfigError: A role is unmapped, maps to an unknown layer, or maps to a layer
-            that does not provide it.
+            that does not provide it; or a layer name is mapped to another layer.
     """
     layers = all_layers()
-    mapping = {**DEFAULT_ROLES, **(roles or {})}
+    listed = dict(roles or {})
+    mapping = {**DEFAULT_ROLES, **listed}
+    needs = [*layer.upstream, *(n for n in layer.optional_upstream if n in listed)]
     found: list[str] = []
-    for need in layer.upstream:
-        if need in layers:
-            name = need
-        elif need in mapping:
-            name = mapping[need]
-            if name not in layers:
-                raise ConfigError(
-                    f"infragym:upstream maps role {need!r} to an "
-                    f"{unknown_choice('layer', name, layers)}"
-                )
-            if need not in layers[name].provides:
-                providers = sorted(n for n, lay in layers.items() if need in lay.provides)
-                raise ConfigError(
-                    f"infragym:upstream maps role {need!r} to layer {name!r}, which does "
-                    f"not provide it; layers that do: {', '.join(providers) or 'none'}"
-                )
-        else:
-            raise ConfigError(
-                f"layer {layer.name!r} needs {need!r} upstream, which is neither a layer "
-                f"nor a role mapped in infragym:upstream"
-            )
+    for need in needs:
+        name = _resolve_one(layer, need, mapping, layers)
         if name not in found:
             found.append(name)
     return found
+
+
+def _resolve_one(
+    layer: Layer, need: str, mapping: Mapping[str, str], layers: Mapping[str, Layer]
+) -> str:
+    """The layer that fills one upstream entry (a layer name or a mapped role)."""
+    if need in layers:
+        if mapping.get(need, need) != need:
+            raise ConfigError(
+                f"infragym:upstream maps layer {need!r} to {mapping[need]!r}; a layer can "
+                f"only be listed as mapping to itself ({need}: {need})"
+            )
+        return need
+    if need not in mapping:
+        raise ConfigError(
+            f"layer {layer.name!r} needs {need!r} upstream, which is neither a layer "
+            f"nor a role mapped in infragym:upstream"
+        )
+    name = mapping[need]
+    if name not in layers:
+        raise ConfigError(
+            f"infragym:upstream maps role {need!r} to an {unknown_choice('layer', name, layers)}"
+        )
+    if need not in layers[name].provides:
+        providers = sorted(n for n, lay in layers.items() if need in lay.provides)
+        raise ConfigError(
+            f"infragym:upstream maps role {need!r} to layer {name!r}, which does "
+            f"not provide it; layers that do: {', '.join(providers) or 'none'}"
+        )
+    return name
 
 
 def _config_object(config: Any, key: str) -> dict[str, Any]:

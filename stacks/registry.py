@@ -13,7 +13,9 @@ A *layer* is one Pulumi program that deploys one component (``do-core``,
 Upstream values arrive as one flat mapping of output name → value (or ``Output``), so a
 layer does not care which layer produced its kubeconfig: ``upstream`` entries may name a
 layer or a *role* another layer ``provides`` (``cluster`` is provided by
-``do-managed-k8s`` and by ``do-k8s-control-plane``).
+``do-managed-k8s`` and by ``do-k8s-control-plane``). ``optional_upstream`` entries are
+read when the deployment has them and ignored otherwise (``k8s-heater`` reads
+``k8s-postgresql``'s DSN only when that layer is deployed).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class Layer:
         settings: The pydantic settings model, validated before any cloud call.
         program: Builds the component and returns its outputs (exported by the stack).
         upstream: Layers (or roles) whose outputs this layer reads.
+        optional_upstream: Layers (or roles) whose outputs this layer reads when they are
+            in the deployment, and goes without when they are not; present ones are
+            ordered before this layer like :attr:`upstream`.
         provides: Roles this layer fills (for example ``cluster``).
         outputs: Names of the outputs the program returns.
         resources: Type tokens the layer declares (documentation and README table).
@@ -83,6 +88,7 @@ class Layer:
     settings: type[LayerSettings]
     program: Program
     upstream: tuple[str, ...] = ()
+    optional_upstream: tuple[str, ...] = ()
     provides: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     resources: tuple[str, ...] = ()
@@ -137,20 +143,30 @@ def get_layer(name: str) -> Layer:
 def upstream_layers(layer: Layer, present: Iterable[str]) -> list[str]:
     """The layers among ``present`` that satisfy ``layer``'s upstream names and roles.
 
+    Required upstream layers come first, in :attr:`Layer.upstream` order, then the
+    optional ones that are present; a later layer's outputs win over an earlier one's.
+
     Raises:
         ConfigError: An upstream name or role is filled by none of ``present``.
     """
     present = list(present)
     found: list[str] = []
     for need in layer.upstream:
-        match = [n for n in present if n == need or need in get_layer(n).provides]
+        match = _fillers(need, present)
         if not match:
             raise ConfigError(
                 f"layer {layer.name!r} needs {need!r} upstream, which none of "
                 f"{present or 'no layers'} provides"
             )
         found.extend(m for m in match if m not in found)
+    for need in layer.optional_upstream:
+        found.extend(m for m in _fillers(need, present) if m not in found)
     return found
+
+
+def _fillers(need: str, present: list[str]) -> list[str]:
+    """The layers among ``present`` named ``need`` or providing role ``need``."""
+    return [n for n in present if n == need or need in get_layer(n).provides]
 
 
 def dependency_order(names: Iterable[str]) -> list[str]:

@@ -199,6 +199,8 @@ class PythonAppPod:
         port: The container port (named ``http``) serving ``/metrics``.
         args: Arguments after ``python -m infragym.apps.<app>``.
         env: Environment variables of the main container.
+        env_from_secrets: Further variables of the main container, as ``EnvVarArgs``
+            (values taken from a Secret), after ``env``.
         resources: Requests and limits; the init container gets the same, so the pod's
             effective requests are the main container's.
         labels: Pod labels (the Deployment's selector).
@@ -206,6 +208,8 @@ class PythonAppPod:
         readiness_path: HTTP path of the readiness probe on ``port`` (``None``: none).
         node_selector: Node labels the pod must run on (``None``: anywhere).
         image: The stock Python image.
+        extra_dependencies: Packages the init container installs after
+            :data:`APP_DEPENDENCIES`.
     """
 
     app: str
@@ -219,6 +223,8 @@ class PythonAppPod:
     readiness_path: str | None = "/healthz"
     node_selector: Mapping[str, pulumi.Input[str]] | None = None
     image: str = PYTHON_IMAGE
+    env_from_secrets: Sequence[k8s.core.v1.EnvVarArgs] = ()
+    extra_dependencies: Sequence[str] = ()
 
 
 def python_app_pod_template(
@@ -233,6 +239,7 @@ def python_app_pod_template(
     """
     v1 = k8s.core.v1
     env = [v1.EnvVarArgs(name=k, value=v) for k, v in pod.env.items()]
+    env += pod.env_from_secrets
     env += [
         v1.EnvVarArgs(name="PYTHONPATH", value=f"{APP_ROOT}:{DEPS_ROOT}"),
         v1.EnvVarArgs(name="PYTHONUNBUFFERED", value="1"),
@@ -249,7 +256,7 @@ def python_app_pod_template(
         name="install-deps",
         image=pod.image,
         # Needs egress to PyPI (a DOKS cluster has it).
-        command=[*PIP_INSTALL, *APP_DEPENDENCIES],
+        command=[*PIP_INSTALL, *APP_DEPENDENCIES, *pod.extra_dependencies],
         resources=pod.resources,
         volume_mounts=[v1.VolumeMountArgs(name="deps", mount_path=DEPS_ROOT)],
     )

@@ -7,6 +7,9 @@ contract: knobs and the digital twin address the Deployment ``heater``, its firs
 container (``heater``) and camelCase paths such as ``spec.replicas`` and
 ``spec.template.spec.containers[0].resources.limits.cpu``; the twin reads the work per
 request back from the container's ``HEATER_WORK`` variable.
+
+With a database DSN the component also creates the Secret ``heater-db`` (key ``dsn``),
+which the container reads as ``HEATER_DB_DSN``; the DSN is never a plain env value.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from components.k8s._common import (
     resource_requirements,
     service_url,
 )
-from infragym.apps.workload import HEATER_PORT, HEATER_WORK_ENV, CpuWork
+from infragym.apps.workload import HEATER_DB_DSN_ENV, HEATER_PORT, HEATER_WORK_ENV, CpuWork
 
 NODE_POOL_LABEL = "doks.digitalocean.com/node-pool"
 """Node label DOKS puts on every node with its pool's name."""
@@ -37,6 +40,15 @@ NODE_POOL_LABEL = "doks.digitalocean.com/node-pool"
 SCALE_DOWN_STABILIZATION_S = 300
 """The HPA's scale-down stabilisation window: the Kubernetes default, stated explicitly so
 that the twin reads the same value the cluster uses."""
+
+DB_SECRET = "heater-db"
+"""Name of the Secret holding the database DSN (logical and Kubernetes name)."""
+
+DB_SECRET_KEY = "dsn"
+"""Key of the DSN in :data:`DB_SECRET`."""
+
+DB_DEPENDENCY = "psycopg[binary]>=3.1,<4"
+"""What the heater needs for ``work.db_query``, installed only with a DSN."""
 
 
 @dataclass
@@ -70,6 +82,8 @@ class HeaterArgs:
         hpa: The autoscaler, or ``None`` for a fixed replica count.
         node_selector: Node labels the pods must run on (``None``: anywhere).
         image: The stock Python image.
+        db_dsn: PostgreSQL DSN for ``work.db_query``, kept in the Secret ``heater-db``
+            and passed as ``HEATER_DB_DSN`` (``None``: no database).
     """
 
     namespace: pulumi.Input[str]
@@ -83,16 +97,19 @@ class HeaterArgs:
     hpa: HpaArgs | None = None
     node_selector: Mapping[str, pulumi.Input[str]] | None = None
     image: str = PYTHON_IMAGE
+    db_dsn: pulumi.Input[str] | None = None
 
 
 class Heater(pulumi.ComponentResource):
-    """The heater: ConfigMap ``heater-code``, Deployment, Service and optional HPA ``heater``.
+    """The heater: ConfigMap ``heater-code``, Deployment, Service and optional HPA ``heater``,
+    and the Secret ``heater-db`` when a DSN is given.
 
     Attributes:
         url: In-cluster URL of the Service (``http://heater.<ns>.svc.cluster.local``).
         deployment: The Deployment.
         service: The Service.
         hpa: The HorizontalPodAutoscaler, if any.
+        db_secret: The Secret holding the DSN, if any.
     """
 
     url: pulumi.Output[str]
@@ -103,6 +120,11 @@ class Heater(pulumi.ComponentResource):
         super().__init__("infragym:k8s:Heater", name, None, opts)
         app = "heater"
         app_labels = labels(app)
+        self.db_secret: k8s.core.v1.Secret | None = None
+        db_env: list[k8s.core.v1.EnvVarArgs] = []
+        if args.db_dsn is not None:
+            self.db_secret = _db_secret(self, args.namespace, app_labels, args.db_dsn)
+            db_env = [_db_env(self.db_secret)]
         pod = PythonAppPod(
             app=app,
             container=app,
@@ -117,6 +139,8 @@ class Heater(pulumi.ComponentResource):
             readiness_path="/healthz",
             node_selector=args.node_selector,
             image=args.image,
+            env_from_secrets=db_env,
+            extra_dependencies=[DB_DEPENDENCY] if db_env else [],
         )
         # With an HPA the replica count is the autoscaler's after creation: Pulumi must
         # not reset it on every update of this layer.
@@ -139,6 +163,32 @@ class Heater(pulumi.ComponentResource):
             self.hpa = _hpa(self, args.namespace, app_labels, args.hpa)
         self.url = service_url(app, args.namespace)
         self.register_outputs({"url": self.url})
+
+
+def _db_secret(
+    parent: Heater, namespace: pulumi.Input[str], app_labels: dict[str, str], dsn: pulumi.Input[str]
+) -> k8s.core.v1.Secret:
+    """The Secret ``heater-db`` with the DSN under ``dsn``, a secret in Pulumi's state."""
+    return k8s.core.v1.Secret(
+        DB_SECRET,
+        metadata=app_metadata(DB_SECRET, namespace, app_labels),
+        type="Opaque",
+        string_data={DB_SECRET_KEY: pulumi.Output.secret(dsn)},
+        opts=child_opts(parent),
+    )
+
+
+def _db_env(secret: k8s.core.v1.Secret) -> k8s.core.v1.EnvVarArgs:
+    """``HEATER_DB_DSN`` from the Secret (its name an output, so the pods wait for it)."""
+    v1 = k8s.core.v1
+    return v1.EnvVarArgs(
+        name=HEATER_DB_DSN_ENV,
+        value_from=v1.EnvVarSourceArgs(
+            secret_key_ref=v1.SecretKeySelectorArgs(
+                name=secret.metadata.apply(lambda m: m.name), key=DB_SECRET_KEY
+            )
+        ),
+    )
 
 
 def _hpa(

@@ -48,6 +48,8 @@ class K8sHeaterSettings(ContainerSettings):
         hpa: A HorizontalPodAutoscaler, or none for a fixed replica count.
         service_type: ``ClusterIP``, or ``LoadBalancer`` for a public DO load balancer
             (billed per month).
+        database: Use the ``k8s-postgresql`` layer's database: run ``work.db_query`` on
+            it per request. Needs that layer in the deployment and ``work.db_query``.
     """
 
     replicas: int = Field(2, ge=0)
@@ -58,15 +60,28 @@ class K8sHeaterSettings(ContainerSettings):
     work: CpuWork = CpuWork()
     hpa: HpaSettings | None = None
     service_type: Literal["ClusterIP", "LoadBalancer"] = "ClusterIP"
+    database: bool = False
+
+    @model_validator(mode="after")
+    def _database_needs_a_query(self) -> K8sHeaterSettings:
+        if self.database and not self.work.db_query:
+            raise ValueError("database: true needs a query: set work.db_query (e.g. SELECT 1)")
+        return self
 
 
 def program(ctx: LayerContext) -> Mapping[str, Any]:
-    """Build the heater; return its in-cluster URL and the namespace."""
+    """Build the heater; return its in-cluster URL and the namespace.
+
+    Raises:
+        ConfigError: An upstream output is missing (``postgresql_dsn`` with ``database``
+            but no ``k8s-postgresql`` layer).
+    """
     from components.k8s.heater import NODE_POOL_LABEL, Heater, HeaterArgs, HpaArgs
 
     s: K8sHeaterSettings = ctx.settings
     namespace = ctx.need("namespace")
     pool = ctx.upstream.get("workers_pool_name")
+    dsn = ctx.need("postgresql_dsn") if s.database else None
     heater = Heater(
         "heater",
         component_args(
@@ -75,6 +90,7 @@ def program(ctx: LayerContext) -> Mapping[str, Any]:
             namespace=namespace,
             hpa=HpaArgs(**s.hpa.model_dump()) if s.hpa else None,
             node_selector={NODE_POOL_LABEL: pool} if pool else None,
+            db_dsn=dsn,
         ),
         opts=component_opts(ctx),
     )
@@ -88,12 +104,14 @@ LAYER = register(
         settings=K8sHeaterSettings,
         program=program,
         upstream=("cluster", "k8s-core"),
+        optional_upstream=("k8s-postgresql",),
         outputs=("heater_url", "namespace"),
         resources=(
             "infragym:k8s:Heater",
             "kubernetes:core/v1:ConfigMap",
             "kubernetes:apps/v1:Deployment",
             "kubernetes:core/v1:Service",
+            "kubernetes:core/v1:Secret",
             "kubernetes:autoscaling/v2:HorizontalPodAutoscaler",
         ),
     )

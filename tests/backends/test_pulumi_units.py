@@ -376,6 +376,31 @@ def test_destroy_order_downstream_first_unknown_first() -> None:
     assert known[-1] == "do-core"
     # An upstream that is gone already is ignored.
     assert destroy_order(["k8s-heater", "k8s-core"]) == ["k8s-heater", "k8s-core"]
+    # An optional upstream layer outlives its reader.
+    order = destroy_order(["k8s-postgresql", "k8s-core", "k8s-heater"])
+    assert order.index("k8s-heater") < order.index("k8s-postgresql") < order.index("k8s-core")
+
+
+def test_optional_upstream_outputs_reach_the_layer_when_present(tmp_path: Path) -> None:
+    """The backend passes k8s-postgresql's outputs to k8s-heater only when deployed."""
+    from infragym.backends.pulumi import _LayerState
+    from stacks.registry import get_layer
+
+    b = _backend(tmp_path)
+    outputs = {
+        "do-managed-k8s": {"kubeconfig": "kc"},
+        "k8s-core": {"namespace": "apps"},
+        "k8s-postgresql": {"postgresql_dsn": "postgresql://db"},
+        "k8s-heater": {},
+    }
+    for name, out in outputs.items():
+        b._layers[name] = _LayerState(name, get_layer(name), None, outputs=out)
+    heater = b._layers["k8s-heater"]
+    base = {"kubeconfig": "kc", "namespace": "apps"}
+    b._order = ["do-managed-k8s", "k8s-core", "k8s-postgresql", "k8s-heater"]
+    assert b._upstream(heater) == {**base, "postgresql_dsn": "postgresql://db"}
+    b._order = ["do-managed-k8s", "k8s-core", "k8s-heater"]
+    assert b._upstream(heater) == base
 
 
 # ------------------------------------------------------------------------------ transformation

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from infragym.apps.workload import HEATER_WORK_ENV, CpuWork
+from infragym.apps.workload import HEATER_DB_DSN_ENV, HEATER_WORK_ENV, CpuWork
 from infragym.backends.mockrun import LayerRun, RecordedResource, run_layer
 from infragym.errors import ConfigError
 from infragym.knobs import get_path
@@ -21,7 +21,14 @@ from tests.components.k8s_layers import (
 
 TOKEN = "infragym:k8s:Heater"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+SECRET = "kubernetes:core/v1:Secret"
 UPSTREAM = {**APP_UPSTREAM, "workers_pool_name": "dev-workers"}
+DSN = "postgresql://infragym:s3cret-pa55word@postgresql.infragym.svc.cluster.local:5432/infragym"
+DB_SETTINGS = {"database": True, "work": {"db_query": "SELECT 1"}}
+DB_ENV = {
+    "name": HEATER_DB_DSN_ENV,
+    "valueFrom": {"secretKeyRef": {"name": "heater-db", "key": "dsn"}},
+}
 
 
 def container(dep: RecordedResource, i: int = 0) -> dict:
@@ -244,8 +251,61 @@ def test_layer_entry() -> None:
 
     layer = get_layer("k8s-heater")
     assert layer.upstream == ("cluster", "k8s-core")
+    assert layer.optional_upstream == ("k8s-postgresql",)
     assert set(layer.outputs) == {"heater_url", "namespace"}
-    assert {DEPLOYMENT, SERVICE, CONFIG_MAP, HPA, TOKEN} <= set(layer.resources)
+    assert {DEPLOYMENT, SERVICE, CONFIG_MAP, HPA, SECRET, TOKEN} <= set(layer.resources)
+
+
+# -- database ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def db_run() -> LayerRun:
+    """The heater with ``database: true``; the DSN arrives plain, as mock runs pass it."""
+    return run_layer("k8s-heater", DB_SETTINGS, {**UPSTREAM, "postgresql_dsn": DSN})
+
+
+def test_database_secret_holds_the_dsn_as_a_secret(db_run: LayerRun) -> None:
+    assert_children_use_k8s_provider(db_run, TOKEN)
+    secret = db_run.one(SECRET, "heater-db")
+    assert secret.inputs["metadata"]["name"] == "heater-db"
+    assert secret.inputs["metadata"]["namespace"] == "infragym"
+    assert secret.inputs["stringData"] == {"dsn": DSN}
+    assert "stringData" in secret.secret_inputs
+
+
+def test_database_dsn_reaches_the_container_only_by_reference(db_run: LayerRun) -> None:
+    pod = db_run.one(DEPLOYMENT, "heater").inputs["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert DB_ENV in c["env"]
+    assert all(DSN not in e.get("value", "") for e in c["env"])
+    assert DSN not in json.dumps(pod)
+    for r in db_run.resources:
+        plain = {k: v for k, v in r.inputs.items() if k not in r.secret_inputs}
+        assert DSN not in json.dumps(plain), (r.type, r.name)
+    # The heater needs psycopg for work.db_query.
+    assert any(arg.startswith("psycopg[binary]") for arg in pod["initContainers"][0]["command"])
+    assert db_run.secret_outputs == frozenset()
+
+
+def test_no_database_no_secret(default_run: LayerRun) -> None:
+    assert default_run.by_type(SECRET) == []
+    c = container(default_run.one(DEPLOYMENT))
+    assert all(e["name"] != HEATER_DB_DSN_ENV for e in c["env"])
+    init = default_run.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]["initContainers"][0]
+    assert all(not a.startswith("psycopg") for a in init["command"])
+
+
+def test_present_database_unused_without_the_setting() -> None:
+    """k8s-postgresql in the deployment is not enough: the heater uses it on request."""
+    run = run_layer("k8s-heater", {}, {**UPSTREAM, "postgresql_dsn": DSN})
+    assert run.by_type(SECRET) == []
+    assert DSN not in json.dumps([r.inputs for r in run.resources])
+
+
+def test_database_without_the_postgresql_layer_names_the_missing_output() -> None:
+    with pytest.raises(ConfigError, match=r"needs the upstream output 'postgresql_dsn'"):
+        run_layer("k8s-heater", DB_SETTINGS, UPSTREAM)
 
 
 def test_twin_reads_the_deployment() -> None:

@@ -224,6 +224,7 @@ def test_upstream_config_overrides_the_role_mapping(scratch_registry: dict[str, 
         ("dev.k8s-core", {"upstream": {"cluster": "do-core"}}, "does not provide it"),
         ("dev.k8s-core", {"upstream": {"cluster": "nope"}}, "unknown layer 'nope'"),
         ("dev.k8s-core", {"upstream": {"cluster": 3}}, "map roles to layer names"),
+        ("dev.k8s-heater", {"upstream": {"k8s-postgresql": "k8s-core"}}, "mapping to itself"),
     ],
 )
 def test_bad_config_fails_before_any_resource(
@@ -244,6 +245,47 @@ def test_unmapped_role_is_a_clear_error(scratch_registry: dict[str, Layer]) -> N
     register(_probe(("storage",)))
     with pytest.raises(ConfigError, match="neither a layer nor a role"):
         cli_program.resolve_upstream(get_layer("probe"))
+
+
+# -- optional upstream --------------------------------------------------------------------
+
+PG_STACK = f"{ORG}/infragym/dev.k8s-postgresql"
+DSN = "postgresql://infragym:pw-from-config@postgresql.infragym.svc.cluster.local:5432/infragym"
+DB_SETTINGS = {"database": True, "work": {"db_query": "SELECT 1"}}
+LIST_PG = {"k8s-postgresql": "k8s-postgresql"}
+
+
+def test_optional_upstream_is_read_only_when_listed() -> None:
+    heater = get_layer("k8s-heater")
+    assert cli_program.resolve_upstream(heater) == ["do-managed-k8s", "k8s-core"]
+    assert cli_program.resolve_upstream(heater, LIST_PG) == [
+        "do-managed-k8s",
+        "k8s-core",
+        "k8s-postgresql",
+    ]
+
+
+def test_heater_reads_the_listed_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    pg_outputs = {"postgresql_host": "postgresql.infragym", "postgresql_dsn": DSN}
+    monkeypatch.setitem(UPSTREAM_STACKS, PG_STACK, (pg_outputs, ["postgresql_dsn"]))
+    run = run_cli("dev.k8s-heater", {"settings": DB_SETTINGS, "upstream": LIST_PG})
+    assert run.stack_refs[-1] == PG_STACK
+    assert run.one("kubernetes:core/v1:Secret", "heater-db")["metadata"]["name"] == "heater-db"
+    pod = run.one("kubernetes:apps/v1:Deployment", "heater")["spec"]["template"]["spec"]
+    (env,) = [e for e in pod["containers"][0]["env"] if e["name"] == "HEATER_DB_DSN"]
+    assert env == {
+        "name": "HEATER_DB_DSN",
+        "valueFrom": {"secretKeyRef": {"name": "heater-db", "key": "dsn"}},
+    }
+    assert DSN not in json.dumps(pod)
+
+
+def test_heater_database_without_the_listed_layer_is_a_clear_error() -> None:
+    run = CliRun()
+    with pytest.raises(ConfigError, match="needs the upstream output 'postgresql_dsn'"):
+        run_cli("dev.k8s-heater", {"settings": DB_SETTINGS}, run=run)
+    assert PG_STACK not in run.stack_refs
+    assert not [r for r in run.resources if r[0] != "pulumi:providers:kubernetes"]
 
 
 # -- the example stack configs ------------------------------------------------------------

@@ -26,13 +26,20 @@ class _Empty(LayerSettings):
     pass
 
 
-def _fake(name: str, upstream: tuple[str, ...] = (), provides: tuple[str, ...] = ()) -> Layer:
+def _fake(
+    name: str,
+    upstream: tuple[str, ...] = (),
+    provides: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
+    program=lambda ctx: {},
+) -> Layer:
     return Layer(
         name=name,
         description=f"test layer {name}",
         settings=_Empty,
-        program=lambda ctx: {},
+        program=program,
         upstream=upstream,
+        optional_upstream=optional,
         provides=provides,
     )
 
@@ -83,7 +90,7 @@ def test_every_layer_is_complete_and_its_upstream_resolvable() -> None:
         assert layer.outputs, name
         assert layer.resources, name
         assert issubclass(layer.settings, LayerSettings)
-        for need in layer.upstream:
+        for need in (*layer.upstream, *layer.optional_upstream):
             assert need in layers or need in roles, (name, need)
 
 
@@ -150,6 +157,56 @@ def test_dependency_cycle_is_detected(scratch_registry: dict[str, Layer]) -> Non
     register(_fake("cycle-b", upstream=("cycle-a",)))
     with pytest.raises(ConfigError, match="cycle"):
         dependency_order(["cycle-a", "cycle-b"])
+
+
+# -- optional upstream --------------------------------------------------------------------
+
+
+def test_optional_upstream_present_is_ordered_first(scratch_registry: dict[str, Layer]) -> None:
+    register(_fake("opt-base"))
+    register(_fake("opt-app", upstream=("do-core",), optional=("opt-base",)))
+    app = get_layer("opt-app")
+    order = dependency_order(["opt-app", "opt-base", "do-core"])
+    assert order == ["do-core", "opt-base", "opt-app"]
+    # Required upstream first, then the optional ones present.
+    assert upstream_layers(app, ["opt-base", "do-core"]) == ["do-core", "opt-base"]
+
+
+def test_optional_upstream_absent_is_ignored(scratch_registry: dict[str, Layer]) -> None:
+    register(_fake("opt-app", upstream=("do-core",), optional=("opt-base", "storage")))
+    assert upstream_layers(get_layer("opt-app"), ["do-core"]) == ["do-core"]
+    assert dependency_order(["opt-app", "do-core"]) == ["do-core", "opt-app"]
+    # A missing required upstream is still an error.
+    with pytest.raises(ConfigError, match="needs 'do-core' upstream"):
+        dependency_order(["opt-app"])
+
+
+def test_optional_upstream_may_be_a_role(scratch_registry: dict[str, Layer]) -> None:
+    register(_fake("opt-app", optional=("cluster",)))
+    present = ["opt-app", "do-managed-k8s", "do-core"]
+    assert upstream_layers(get_layer("opt-app"), present) == ["do-managed-k8s"]
+    assert dependency_order(present) == ["do-core", "do-managed-k8s", "opt-app"]
+
+
+def test_optional_upstream_outputs_reach_the_layer(scratch_registry: dict[str, Layer]) -> None:
+    from infragym.backends.base import LayerSpec
+    from infragym.backends.mockrun import run_layers
+
+    register(_fake("opt-base", program=lambda ctx: {"dsn": "postgresql://db"}))
+    register(_fake("opt-app", optional=("opt-base",), program=lambda ctx: dict(ctx.upstream)))
+    _, runs = run_layers([LayerSpec("opt-app"), LayerSpec("opt-base")])
+    assert runs["opt-app"].outputs == {"dsn": "postgresql://db"}
+    _, runs = run_layers([LayerSpec("opt-app")])
+    assert runs["opt-app"].outputs == {}
+
+
+def test_postgresql_is_ordered_before_the_heater() -> None:
+    names = ["k8s-heater", "k8s-postgresql", "k8s-core", "do-managed-k8s", "do-core"]
+    order = dependency_order(names)
+    assert order.index("k8s-postgresql") < order.index("k8s-heater")
+    assert upstream_layers(get_layer("k8s-heater"), order)[-1] == "k8s-postgresql"
+    without = [n for n in order if n != "k8s-postgresql"]
+    assert "k8s-postgresql" not in upstream_layers(get_layer("k8s-heater"), without)
 
 
 def test_layer_context_need() -> None:

@@ -25,6 +25,7 @@ def test_defaults() -> None:
     assert heater.work == CpuWork()
     assert heater.hpa is None
     assert heater.service_type == "ClusterIP"
+    assert heater.database is False
     siege = parse("k8s-siege-engine", {})
     assert siege.schedule == constant(50.0)
     assert siege.replicas == 1
@@ -101,6 +102,15 @@ def test_hpa_range() -> None:
         parse("k8s-heater", {"hpa": {"min_replicas": 5, "max_replicas": 3}})
     hpa = parse("k8s-heater", {"hpa": {"max_replicas": 4}}).hpa
     assert (hpa.min_replicas, hpa.max_replicas, hpa.target_cpu_utilization) == (1, 4, 70)
+
+
+def test_database_needs_a_query() -> None:
+    with pytest.raises(ConfigError, match=r"layer 'k8s-heater'.*set work\.db_query"):
+        parse("k8s-heater", {"database": True})
+    s = parse("k8s-heater", {"database": True, "work": {"db_query": "SELECT 1"}})
+    assert (s.database, s.work.db_query) == (True, "SELECT 1")
+    # A query without the database is fine: the heater runs it only with a DSN.
+    assert parse("k8s-heater", {"work": {"db_query": "SELECT 1"}}).database is False
 
 
 def test_short_password_is_not_shown() -> None:
