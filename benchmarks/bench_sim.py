@@ -14,7 +14,7 @@ under two policies closer to what a trained autoscaler does:
 The graph cache is warmed first (one mock run of the layers per scenario variant, about
 20 ms each, is a reset cost an agent pays once per variant, not a step cost).
 
-    python benchmarks/bench_sim.py [--steps N]
+    python benchmarks/bench_sim.py [--steps N] [--repeats R]
 """
 
 from __future__ import annotations
@@ -67,11 +67,12 @@ def random_policy(env):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=50_000)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="rounds; each loop's best round is reported"
+    )
     args = parser.parse_args()
 
     cart = gym.make("CartPole-v1")
-    cart_sps = steps_per_second(cart, args.steps, random_policy(cart))
-
     env = gym.make("SimpleK8sWebApp-v0")
     start = time.perf_counter()
     for seed in range(200):  # every scenario variant, so resets hit the graph cache
@@ -79,22 +80,27 @@ def main() -> None:
     warm = time.perf_counter() - start
     step_s = env.unwrapped.step_seconds
     hold = np.ones(len(env.unwrapped.knobs), dtype=np.int64)
-    random_sps = steps_per_second(env, args.steps, random_policy(env))
     hpa_actions = recorded_hpa_actions(env, args.steps)
-    hpa_sps = steps_per_second(env, args.steps, hpa_actions.__getitem__)
-    hold_sps = steps_per_second(env, args.steps, lambda i: hold)
+    loops = {
+        "CartPole-v1, random actions": (cart, random_policy(cart)),
+        "SimpleK8sWebApp-v0, random actions": (env, random_policy(env)),
+        "SimpleK8sWebApp-v0, HPA rule (replayed)": (env, hpa_actions.__getitem__),
+        "SimpleK8sWebApp-v0, hold (no knob change)": (env, lambda i: hold),
+    }
+    # Rounds interleave the loops, so that a slow spell of a shared machine hits all of
+    # them; the best round of each is its speed with the least interference.
+    best = dict.fromkeys(loops, 0.0)
+    for _ in range(args.repeats):
+        for name, (e, policy) in loops.items():
+            best[name] = max(best[name], steps_per_second(e, args.steps, policy))
 
     print(f"warm-up: 200 resets in {warm:.1f} s (graph cache filled)")
+    print(f"best of {args.repeats} interleaved rounds of {args.steps:,} steps")
     print(f"{'':42}{'steps/s':>10}{'ratio':>9}{'sim s / wall s':>17}")
+    cart_sps = best.pop("CartPole-v1, random actions")
     print(f"{'CartPole-v1, random actions':42}{cart_sps:>10,.0f}{1:>9.3f}")
-    rows = (
-        ("random actions", random_sps),
-        ("HPA rule (replayed)", hpa_sps),
-        ("hold (no knob change)", hold_sps),
-    )
-    for name, sps in rows:
-        label = f"SimpleK8sWebApp-v0, {name}"
-        print(f"{label:42}{sps:>10,.0f}{sps / cart_sps:>9.3f}{sps * step_s:>17,.0f}")
+    for name, sps in best.items():
+        print(f"{name:42}{sps:>10,.0f}{sps / cart_sps:>9.3f}{sps * step_s:>17,.0f}")
     print("targets: ratio >= 0.3, sim s / wall s >= 1,000,000")
 
 
