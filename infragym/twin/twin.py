@@ -166,7 +166,9 @@ class Twin:
         return self._last
 
     def inputs(self, type_token: str, name: str) -> dict[str, Any]:
-        """The twin's current copy of a resource's inputs (knob values applied)."""
+        """A resource's current inputs, knob values applied (read-only: parts of them are
+        shared with other twins built from the same cached graph; change them with
+        :meth:`set_property`)."""
         return self._record(type_token, name).inputs  # type: ignore[return-value]
 
     def nodes(self) -> list[Node]:
