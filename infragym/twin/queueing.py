@@ -92,7 +92,7 @@ def finite_source_response(
     low, high = 0.0, service_s
     while solve(high)[1] > throughput:
         high *= 2.0
-    for _ in range(50):
+    for _ in range(30):  # the think time to a billionth of the bracket
         mid = (low + high) / 2.0
         low, high = (mid, high) if solve(mid)[1] > throughput else (low, mid)
     return solve(high)[0]
