@@ -23,6 +23,7 @@ fixed number of worker processes) is a closed queue instead: see
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 _INF = float("inf")
 
@@ -89,13 +90,21 @@ def finite_source_response(
     most = solve(0.0)[1]
     if throughput >= most:
         raise ValueError(f"throughput {throughput} >= the most {sources} sources pass ({most})")
-    low, high = 0.0, service_s
-    while solve(high)[1] > throughput:
-        high *= 2.0
-    for _ in range(30):  # the think time to a billionth of the bracket
+    return solve(where_falls_to(lambda think: solve(think)[1], throughput, 0.0, service_s))[0]
+
+
+def where_falls_to(f: Callable[[float], float], target: float, low: float, step: float) -> float:
+    """The ``x >= low`` where a decreasing ``f`` falls to ``target`` (``f(low) > target``).
+
+    Brackets by doubling ``step``, then bisects 30 times (to a billionth of the bracket).
+    """
+    high = low + step
+    while f(high) > target:
+        low, high = high, high + 2.0 * (high - low)
+    for _ in range(30):
         mid = (low + high) / 2.0
-        low, high = (mid, high) if solve(mid)[1] > throughput else (low, mid)
-    return solve(high)[0]
+        low, high = (mid, high) if f(mid) > target else (low, mid)
+    return high
 
 
 class Queue:

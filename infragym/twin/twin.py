@@ -53,7 +53,7 @@ from infragym.twin.model import (
     TwinParams,
     Workload,
 )
-from infragym.twin.queueing import Queue, finite_source_response
+from infragym.twin.queueing import Queue, finite_source_response, where_falls_to
 
 _NAN = float("nan")
 _MISSING = object()
@@ -113,7 +113,6 @@ class Twin:
         self._planned_at = -_INF  # when _plan last ran
         self._quantile_cache = _QUANTILES
         # Records are shared with the backend's graph cache: copy one before writing it.
-        self._owned: set[tuple[str, str]] = set()
         self._own_ids: set[int] = set()  # ids of the input containers the twin has copied
         self._changed_pools: list[NodePool] = []  # reconciled at the next plan
         self._slots: dict[tuple[str, str, str], tuple] = {}  # see _property_slot
@@ -270,10 +269,9 @@ class Twin:
         containers it has copied (see :meth:`_own_containers`).
         """
         record = self._record(*key)
-        if key not in self._owned:
+        if id(record.inputs) not in self._own_ids:
             record = ResourceRecord(record.layer, record.type, record.name, dict(record.inputs))
             self.records[key] = record
-            self._owned.add(key)
             self._own_ids.add(id(record.inputs))
         return record
 
@@ -853,13 +851,7 @@ class Twin:
                 response = finite_source_response(workers, servers, query_s, queries)
             except ValueError:  # the database is the bottleneck: the pods pass what it does
                 most = servers / query_s * 0.999
-                low, high = query_s, query_s + 1.0
-                while pods_capacity(high) > most:
-                    high *= 2.0
-                for _ in range(60):
-                    mid = (low + high) / 2.0
-                    low, high = (mid, high) if pods_capacity(mid) > most else (low, mid)
-                response = high
+                response = where_falls_to(pods_capacity, most, query_s, 1.0)
             if len(_DB_RESPONSES) > 16384:
                 _DB_RESPONSES.clear()
             _DB_RESPONSES[key] = response
