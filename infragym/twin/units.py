@@ -6,6 +6,7 @@ reads the resource graph with it.
 
 from __future__ import annotations
 
+import functools
 import re
 
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
@@ -15,8 +16,11 @@ _SUFFIX = {
 }  # fmt: skip
 
 
+@functools.lru_cache(maxsize=1024, typed=True)  # typed: True is not the quantity 1
 def quantity_value(quantity: str | float | int) -> float:
     """The number a Kubernetes quantity stands for (``"500m"`` → 0.5, ``"1Ki"`` → 1024).
+
+    Memoised: the twin reads the same few quantities at every reset and limit change.
 
     Raises:
         ValueError: Not a quantity (a number with an optional SI or binary suffix).
