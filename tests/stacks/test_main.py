@@ -269,7 +269,7 @@ def test_heater_reads_the_listed_database(monkeypatch: pytest.MonkeyPatch) -> No
     pg_outputs = {"postgresql_host": "postgresql.infragym", "postgresql_dsn": DSN}
     monkeypatch.setitem(UPSTREAM_STACKS, PG_STACK, (pg_outputs, ["postgresql_dsn"]))
     run = run_cli("dev.k8s-heater", {"settings": DB_SETTINGS, "upstream": LIST_PG})
-    assert run.stack_refs[-1] == PG_STACK
+    assert PG_STACK in run.stack_refs  # (the mock runtime creates references in any order)
     assert run.one("kubernetes:core/v1:Secret", "heater-db")["metadata"]["name"] == "heater-db"
     pod = run.one("kubernetes:apps/v1:Deployment", "heater")["spec"]["template"]["spec"]
     (env,) = [e for e in pod["containers"][0]["env"] if e["name"] == "HEATER_DB_DSN"]
