@@ -81,16 +81,34 @@ _DEFAULT_DB_CORES = 1.0
 """CPU of a PostgreSQL release that sets neither a limit nor a request (an assumption)."""
 
 
-def database_from_release(key: tuple[str, str], inputs: Mapping[str, Any]) -> Database | None:
-    """A PostgreSQL Helm release (chart ``postgresql``): its primary's CPU; else ``None``."""
+def database_from_release(
+    key: tuple[str, str], inputs: Mapping[str, Any]
+) -> tuple[Database, Workload] | None:
+    """A PostgreSQL Helm release (chart ``postgresql``), else ``None``.
+
+    Returns:
+        The database (its primary's CPU: the limit, else the request) and the workload of
+        its primary pod (one replica, with the chart's requests, limit and nodeSelector),
+        which the twin schedules on the nodes like any pod.
+    """
     if inputs.get("chart") != "postgresql":
         return None
     primary = (inputs.get("values") or {}).get("primary") or {}
     resources = primary.get("resources") or {}
-    cores = cpu_cores((resources.get("limits") or {}).get("cpu")) or cpu_cores(
-        (resources.get("requests") or {}).get("cpu")
+    requests = resources.get("requests") or {}
+    limit = cpu_cores((resources.get("limits") or {}).get("cpu"))
+    pod = Workload(
+        key=key,
+        name=str(inputs.get("name") or key[1]),
+        replicas=1,
+        cpu_request=max(cpu_cores(requests.get("cpu")) or 0.0, _MIN_CPU_REQUEST),
+        memory_request=max(memory_gib(requests.get("memory")) or 0.0, _MIN_MEMORY_REQUEST),
+        cpu_limit=limit,
+        node_selector=dict(primary.get("nodeSelector") or {}),
+        role="database",
     )
-    return Database(key=key, cores=cores or _DEFAULT_DB_CORES)
+    cores = limit or cpu_cores(requests.get("cpu")) or _DEFAULT_DB_CORES
+    return Database(key=key, cores=cores), pod
 
 
 def workload_from_deployment(key: tuple[str, str], inputs: Mapping[str, Any]) -> Workload:

@@ -136,7 +136,11 @@ class Twin:
         self.database: Database | None = None
         for key, r in self.records.items():
             if r.type == HELM_RELEASE and self.database is None:
-                self.database = builder.database_from_release(key, r.inputs)
+                found = builder.database_from_release(key, r.inputs)
+                if found is not None:
+                    self.database, w = found
+                    self.workloads[key] = w
+                    self._add_pods(w, w.replicas)
         self._rebuild_autoscalers()
         self._static_hourly = self._static_cost()
         self._refresh_nodes(0.0)
@@ -350,6 +354,11 @@ class Twin:
             )
         elif type_token == builder.HPA:
             self._rebuild_autoscalers()
+        elif self.database is not None and key == self.database.key:
+            found = builder.database_from_release(key, record.inputs)
+            if found is not None:
+                self.database, pod = found
+                self._update_workload(self.workloads[key], pod)
         if (
             type_token != NODE_POOL
             and resource_hourly_cost(record, include_nodes=False) is not None
@@ -711,6 +720,8 @@ class Twin:
                 limit += (w.cpu_limit if w.cpu_limit is not None else _NAN) * ready
             elif ready and w.role == "siege" and w.schedule is not None:
                 plan.schedules.append(w.schedule)
+            elif w.role == "database":
+                plan.database_ready = ready > 0
         groups: dict[tuple, list[int]] = {}
         for head, node, count in heater_ready:
             free = node.cpu - node.cpu_requested + heater_requests[node]
@@ -820,10 +831,16 @@ class Twin:
         processes, each with at most one query out (:func:`finite_source_response`).
         When the queries would overload it, the pods hold them until its throughput and
         theirs agree: ``R`` grows until the pods pass what the database does, and the
-        pods shed the rest (503).
+        pods shed the rest (503). While the database's pod is not Ready (Pending, or
+        starting), every query fails, and so does its request.
         """
         db = self.database
         assert db is not None
+        if not self._current.database_ready:  # no server to connect to: the requests fail
+            n = lam_pod * dt * sum(g[0] for g in groups)
+            acc.answered += n
+            acc.failed += n
+            return
         servers = max(1, math.ceil(db.cores))
         query_s = self.params.db_query_ms / 1000.0 * servers / db.cores  # CPU shared
         parts = []  # (count, c, CPU seconds a request holds a worker, scv, timeout, cpu_s)
@@ -1063,14 +1080,15 @@ class _Plan:
     """What serving looks like between two events (see :meth:`Twin._serving_plan`)."""
 
     __slots__ = (
-        "database_groups", "groups", "heater_pods", "hourly", "limit_cpu", "next_pod_event",
-        "nodes_ready", "pods_pending", "replicas_desired", "replicas_ready", "requested_cpu",
-        "schedules",
+        "database_groups", "database_ready", "groups", "heater_pods", "hourly", "limit_cpu",
+        "next_pod_event", "nodes_ready", "pods_pending", "replicas_desired", "replicas_ready",
+        "requested_cpu", "schedules",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.groups: list[tuple] = []  # heater pods alike: (count, *pod head, free, on node)
         self.database_groups: list[tuple] = []  # the same, for pods that query the database
+        self.database_ready = False  # the database's pod is Ready
         self.schedules: list = []
         self.heater_pods = self.replicas_desired = self.replicas_ready = 0
         self.nodes_ready = self.pods_pending = 0

@@ -54,6 +54,7 @@ def web_app(
     hpa: dict | None = None,
     system_pool: bool = True,
     database_cpu: str | None = None,
+    database_request: str = "100m",
 ) -> list[ResourceRecord]:
     """A cluster with a ``workers`` pool, the heater and the siege-engine.
 
@@ -103,7 +104,7 @@ def web_app(
                 "valueFrom": {"secretKeyRef": {"name": "heater-db", "key": "dsn"}},
             }
         )
-        resources = {"requests": {"cpu": "100m"}, "limits": {"cpu": database_cpu}}
+        resources = {"requests": {"cpu": database_request}, "limits": {"cpu": database_cpu}}
         records.append(
             ResourceRecord(
                 "k8s-postgresql",

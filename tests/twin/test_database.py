@@ -122,9 +122,34 @@ def test_release_is_modelled_and_heater_without_dsn_does_not_query():
     assert not any(u.startswith(HELM_RELEASE) for u in twin.unmodelled)
     heater = next(w for w in twin.workloads.values() if w.role == "heater")
     assert heater.uses_database
+    # A change to the release (a knob on its CPU) re-reads it.
+    twin.set_property(HELM_RELEASE, "postgresql", "values.primary.resources.limits.cpu", "2")
+    assert twin.database.cores == 2.0
     # A work with a query but no DSN given to the container: no queries.
     plain = Twin(
         web_app(work=CpuWork(mean_ms=10.0, db_query="SELECT 1")), params=TwinParams(noise=False)
     )
     assert plain.database is None
     assert not next(w for w in plain.workloads.values() if w.role == "heater").uses_database
+
+
+def test_database_pod_takes_node_room_and_queries_fail_while_it_is_pending():
+    # Its 100m request is on a node, like any pod's.
+    twin = _twin(replicas=2, rate=20.0, cpu_ms=10.0, db_cpu="1", query_ms=4.0)
+    (db_pod,) = [p for p in twin.pods() if p.workload.role == "database"]
+    assert db_pod.node is not None and db_pod.ready(twin.t)
+    assert db_pod.node.cpu_requested >= 0.1
+    # A primary that fits no node (8 cores requested on 8-vCPU nodes) stays Pending, and
+    # every request that needs it fails.
+    graph = web_app(
+        replicas=2,
+        work=CpuWork(mean_ms=10.0, db_query="SELECT 1", timeout_s=30.0),
+        schedule=constant(20.0),
+        node_size="s-8vcpu-16gb",
+        database_cpu="8",
+        database_request="8",
+    )
+    twin = Twin(graph, params=TwinParams(noise=False))
+    m = twin.advance(30.0)
+    assert m["pods_pending"] == 1.0
+    assert m["error_ratio"] == pytest.approx(1.0)
