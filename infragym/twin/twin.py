@@ -63,7 +63,8 @@ _QUANTILES: dict[tuple, tuple[float, float, float, float]] = {}
 """Pod latency memo shared by all twins: (c, mu, lam, scv, timeout) → (p50, p95, p99, fail)."""
 _INF = float("inf")
 _DB_RESPONSES: dict[tuple, float] = {}
-"""Database response memo shared by all twins: (workers, servers, query s, rate) → R."""
+"""Database response memo shared by all twins: (workers, servers, query s, rate) → R (inf:
+overloaded, when R depends on the pods too)."""
 
 CPU_LIMIT_PATH = "spec.template.spec.containers[0].resources.limits.cpu"
 """The Deployment property of a CPU-limit knob (it has a fast path in :meth:`Twin.set_property`)."""
@@ -866,12 +867,14 @@ class Twin:
         if response is None:
             try:
                 response = finite_source_response(workers, servers, query_s, queries)
-            except ValueError:  # the database is the bottleneck: the pods pass what it does
-                most = servers / query_s * 0.999
-                response = where_falls_to(pods_capacity, most, query_s, 1.0)
+            except ValueError:
+                response = _INF  # overloaded
             if len(_DB_RESPONSES) > 16384:
                 _DB_RESPONSES.clear()
             _DB_RESPONSES[key] = response
+        if response == _INF:  # the database is the bottleneck: the pods pass what it does
+            most = servers / query_s * 0.999
+            response = where_falls_to(pods_capacity, most, query_s, 1.0)
         for count, c, hold, scv, timeout, cpu_s in parts:
             service = hold + response
             mu = 1.0 / service

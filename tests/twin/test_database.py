@@ -116,6 +116,14 @@ def test_an_overloaded_database_caps_throughput():
     assert m["cpu_utilisation_requests"] == pytest.approx(125.0 * 0.005 / (8 * 0.25), rel=0.03)
 
 
+def test_overload_is_solved_for_each_set_of_pods():
+    # Same database, same load, pods of different speeds: each run passes what the
+    # database does (the memo of database response times must not mix them up).
+    for cpu_ms in (5.0, 10.0):
+        twin = _twin(replicas=8, rate=200.0, cpu_ms=cpu_ms, db_cpu="250m", query_ms=2.0)
+        assert twin.advance(30.0)["error_ratio"] == pytest.approx(1.0 - 125.0 / 200.0, rel=0.03)
+
+
 def test_release_is_modelled_and_heater_without_dsn_does_not_query():
     twin = _twin(replicas=2, rate=20.0, cpu_ms=10.0, db_cpu="500m", query_ms=4.0)
     assert twin.database is not None and twin.database.cores == 0.5
