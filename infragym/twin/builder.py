@@ -95,19 +95,20 @@ def database_from_release(
         return None
     primary = (inputs.get("values") or {}).get("primary") or {}
     resources = primary.get("resources") or {}
-    requests = resources.get("requests") or {}
-    limit = cpu_cores((resources.get("limits") or {}).get("cpu"))
+    container = [{"resources": resources}]  # the chart's one PostgreSQL container
+    cpu_request, memory_request = _pod_requests(container)
+    limit = _cpu_limit(container)
     pod = Workload(
         key=key,
         name=str(inputs.get("name") or key[1]),
         replicas=1,
-        cpu_request=max(cpu_cores(requests.get("cpu")) or 0.0, _MIN_CPU_REQUEST),
-        memory_request=max(memory_gib(requests.get("memory")) or 0.0, _MIN_MEMORY_REQUEST),
+        cpu_request=cpu_request,
+        memory_request=memory_request,
         cpu_limit=limit,
         node_selector=dict(primary.get("nodeSelector") or {}),
         role="database",
     )
-    cores = limit or cpu_cores(requests.get("cpu")) or _DEFAULT_DB_CORES
+    cores = limit or cpu_cores((resources.get("requests") or {}).get("cpu")) or _DEFAULT_DB_CORES
     return Database(key=key, cores=cores), pod
 
 
@@ -116,11 +117,7 @@ def workload_from_deployment(key: tuple[str, str], inputs: Mapping[str, Any]) ->
     spec = inputs.get("spec") or {}
     pod_spec = (spec.get("template") or {}).get("spec") or {}
     containers = pod_spec.get("containers") or [{}]
-    requests_cpu = requests_mem = 0.0
-    for c in containers:
-        req = (c.get("resources") or {}).get("requests") or {}
-        requests_cpu += cpu_cores(req.get("cpu")) or 0.0
-        requests_mem += memory_gib(req.get("memory")) or 0.0
+    requests_cpu, requests_mem = _pod_requests(containers)
     limit_cpu = _cpu_limit(containers)
     env = _env(containers[0])
     role, work, schedule, workers, uses_database = "other", None, None, 1, False
@@ -135,8 +132,8 @@ def workload_from_deployment(key: tuple[str, str], inputs: Mapping[str, Any]) ->
         key=key,
         name=str(metadata.get("name") or key[1]),
         replicas=int(spec.get("replicas", 1)),
-        cpu_request=max(requests_cpu, _MIN_CPU_REQUEST),
-        memory_request=max(requests_mem, _MIN_MEMORY_REQUEST),
+        cpu_request=requests_cpu,
+        memory_request=requests_mem,
         cpu_limit=limit_cpu,
         node_selector=dict(pod_spec.get("nodeSelector") or {}),
         role=role,
@@ -156,6 +153,16 @@ def deployment_cpu_limit(inputs: Mapping[str, Any]) -> float | None:
     spec = inputs.get("spec") or {}
     pod_spec = (spec.get("template") or {}).get("spec") or {}
     return _cpu_limit(pod_spec.get("containers") or [{}])
+
+
+def _pod_requests(containers: list[Mapping[str, Any]]) -> tuple[float, float]:
+    """A pod's CPU (cores) and memory (GiB) requests: its containers' sums, floored."""
+    cpu = memory = 0.0
+    for c in containers:
+        req = (c.get("resources") or {}).get("requests") or {}
+        cpu += cpu_cores(req.get("cpu")) or 0.0
+        memory += memory_gib(req.get("memory")) or 0.0
+    return max(cpu, _MIN_CPU_REQUEST), max(memory, _MIN_MEMORY_REQUEST)
 
 
 def _cpu_limit(containers: list[Mapping[str, Any]]) -> float | None:

@@ -97,7 +97,8 @@ def web_app(
         ),
     ]
     if database_cpu is not None:
-        heater_env = records[2].inputs["spec"]["template"]["spec"]["containers"][0]["env"]
+        (heater,) = [r for r in records if (r.type, r.name) == (DEPLOYMENT, "heater")]
+        heater_env = heater.inputs["spec"]["template"]["spec"]["containers"][0]["env"]
         heater_env.append(
             {
                 "name": "HEATER_DB_DSN",
