@@ -2,8 +2,10 @@
 
 ``reset`` runs the layer programs once under mocks to get the resource graph (cached by
 the layer settings, since programs are pure functions of them) and builds a
-:class:`~infragym.twin.twin.Twin` from it. Steps never rerun Pulumi: a knob change
-writes the twin's copy of the resource.
+:class:`~infragym.twin.twin.Twin` from it: the compiled one
+(:class:`~infragym.twin.fast.FastTwin`) when ``infragym-twin-core`` is installed and
+models the graph. Steps never rerun Pulumi: a knob change writes the twin's copy of the
+resource.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from infragym.backends.base import ApplyResult, Backend, Change, LayerSpec, ResourceRecord
 from infragym.errors import ConfigError
+from infragym.twin.fast import FastTwin, ReferenceNeeded, make_twin
 from infragym.twin.model import TwinParams
 from infragym.twin.twin import Twin
 
@@ -51,12 +54,27 @@ class SimBackend(Backend):
     Args:
         deployment: Deployment name passed to the layer programs.
         twin_params: Timing and behaviour assumptions of the twin.
+        twin_engine: ``auto`` (the compiled twin when it is installed and models the
+            graph, else the Python one), ``python`` or ``native``.
+
+    The compiled twin models the knobs of the built-in environments. When a change it
+    does not model comes (:class:`~infragym.twin.fast.ReferenceNeeded`), the backend
+    replays the episode so far on the Python twin, which gives the same state, and
+    carries on there.
     """
 
-    def __init__(self, deployment: str = "sim", twin_params: TwinParams | None = None) -> None:
+    def __init__(
+        self,
+        deployment: str = "sim",
+        twin_params: TwinParams | None = None,
+        twin_engine: str = "auto",
+    ) -> None:
         self.deployment = deployment
         self.twin_params = twin_params or TwinParams()
+        self.twin_engine = twin_engine
         self.twin: Twin | None = None
+        self._episode: tuple[list[ResourceRecord], int | None] | None = None
+        self._history: list[tuple[Sequence[Change] | None, float]] = []
 
     def _twin(self) -> Twin:
         if self.twin is None:
@@ -64,19 +82,49 @@ class SimBackend(Backend):
         return self.twin
 
     def reset(self, layers: Sequence[LayerSpec], seed: int | None = None) -> None:
-        self.twin = Twin(resource_graph(layers, self.deployment), seed, self.twin_params)
+        records = resource_graph(layers, self.deployment)
+        self.twin = make_twin(records, seed, self.twin_params, self.twin_engine)
+        self._episode = (records, seed)
+        self._history.clear()
 
     def apply(self, changes: Sequence[Change]) -> ApplyResult:
         twin = self._twin()
+        try:
+            self._set(twin, changes)
+        except ReferenceNeeded:
+            self._set(self._replay_on_reference(), changes)
+        if isinstance(self.twin, FastTwin):
+            self._history.append((changes, 0.0))
         layers: list[str] = []
-        for knob, value in changes:
-            twin.set_property(knob.type, knob.resource, knob.path, value)
+        for knob, _ in changes:
             if knob.layer not in layers:
                 layers.append(knob.layer)
         return ApplyResult(layers_updated=tuple(layers))
 
+    @staticmethod
+    def _set(twin: Twin, changes: Sequence[Change]) -> None:
+        for knob, value in changes:
+            twin.set_property(knob.type, knob.resource, knob.path, value)
+
+    def _replay_on_reference(self) -> Twin:
+        """Rebuild the episode so far on the Python twin and make it the twin."""
+        assert self._episode is not None
+        records, seed = self._episode
+        twin = Twin(records, seed, self.twin_params)
+        for changes, seconds in self._history:
+            if changes is None:
+                twin.advance(seconds)
+            else:
+                self._set(twin, changes)
+        self.twin = twin
+        self._history.clear()
+        return twin
+
     def advance(self, seconds: float) -> None:
-        self._twin().advance(seconds)
+        twin = self._twin()
+        twin.advance(seconds)
+        if isinstance(twin, FastTwin):
+            self._history.append((None, seconds))
 
     def observe(self, metric_names: Sequence[str]) -> dict[str, float]:
         values = self._twin().last_metrics  # the twin's own dict: read-only here
@@ -100,3 +148,4 @@ class SimBackend(Backend):
 
     def close(self) -> None:
         self.twin = None
+        self._history.clear()

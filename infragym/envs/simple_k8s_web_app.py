@@ -157,8 +157,8 @@ class SimpleK8sWebAppEnv(gym.Env):
     reward=None, scenarios=None, settings=None, node_sizes=None, render_mode=None,
     backend_options=None)``. ``backend="pulumi"`` deploys to DigitalOcean (needs
     ``DIGITALOCEAN_TOKEN``); ``settings`` overrides layer settings by layer name;
-    ``backend_options`` go to the backend (``twin_params`` for the sim, ``deployment``,
-    ``state_url``, ``keep`` for pulumi).
+    ``backend_options`` go to the backend (``twin_params`` and ``twin_engine`` for the sim,
+    ``deployment``, ``state_url``, ``keep`` for pulumi).
 
     ## Version History
 

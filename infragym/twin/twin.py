@@ -235,7 +235,7 @@ class Twin:
         parent[leaf] = value
         try:
             apply(value)
-        except ConfigError:
+        except Exception:  # a ConfigError, or FastTwin's ReferenceNeeded
             if previous is _MISSING:
                 del parent[leaf]
             else:

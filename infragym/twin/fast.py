@@ -1,0 +1,291 @@
+"""The twin with its step loop compiled: the optional ``infragym-twin-core`` extension.
+
+:class:`FastTwin` is a :class:`~infragym.twin.twin.Twin` whose state, once built, lives
+in a Rust ``Core`` (``native/`` in the repository; ``pip install ./native``). The core is
+a line-by-line port of the Python twin's step loop, with the same floating-point
+operations in the same order, so the two give the same metrics bit for bit (the tests
+hold them to that); the Python twin stays the reference and is what runs when the
+extension is not installed.
+
+The core covers what a step of the built-in environments needs: fixed-size node pools,
+Deployments, the siege-engine and the heater, and the knobs that set replicas, a pod's
+CPU limit, a pool's node count or its size. A graph with an HPA, an autoscaling pool or
+a database runs on the Python twin (:func:`supports`). Any other property change raises
+:class:`ReferenceNeeded`, on which the sim backend replays the episode on the Python twin
+and carries on there.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+from infragym.apps.workload import Schedule
+from infragym.backends.base import ResourceRecord
+from infragym.catalog import Size, unknown_choice
+from infragym.errors import ConfigError
+from infragym.twin import builder
+from infragym.twin.model import Node, PodView, TwinParams
+from infragym.twin.twin import _EXP_QUANTILES, Twin
+
+ENGINES = ("auto", "python", "native")
+"""The twin engines :func:`make_twin` can build."""
+_ROLES = {"other": 0, "heater": 1, "siege": 2}
+METRIC_NAMES = (
+    "request_rate", "offered_rate", "latency_p50", "latency_p95", "latency_p99",
+    "error_ratio", "cpu_utilisation_requests", "cpu_utilisation_limits",
+    "replicas_desired", "replicas_ready", "nodes_ready", "pods_pending", "cost_hourly",
+)  # fmt: skip
+"""The metrics the core returns, in :meth:`Twin._metrics`' order."""
+
+
+class ReferenceNeeded(Exception):
+    """A change the compiled core does not model: run the episode on the Python twin."""
+
+
+def core_module() -> Any | None:
+    """The compiled core's module, or ``None`` when ``infragym-twin-core`` is not installed."""
+    try:
+        return importlib.import_module("infragym_twin_core")
+    except ImportError:
+        return None
+
+
+def supports(twin: Twin) -> bool:
+    """Whether the compiled core models everything in ``twin``'s graph."""
+    return (
+        not twin.autoscalers
+        and twin.database is None
+        and not any(p.auto_scale for p in twin.pools.values())
+        and all(w.role in _ROLES for w in twin.workloads.values())
+    )
+
+
+class FastTwin(Twin):
+    """A :class:`Twin` whose step loop runs in the compiled core.
+
+    The public interface is the Twin's. ``pools`` and ``workloads`` keep the objects the
+    graph built (names, sizes, templates); the nodes and pods live in the core, and
+    :meth:`nodes` and :meth:`pods` read them from there.
+
+    Raises:
+        ConfigError: The extension is not installed.
+        ReferenceNeeded: The graph has something the core does not model.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ResourceRecord],
+        seed: int | None = None,
+        params: TwinParams | None = None,
+    ) -> None:
+        super().__init__(records, seed, params)
+        self._core = self._hand_over()
+        self._noise = self.params.noise
+
+    def _hand_over(self) -> Any:
+        """Build the core from this twin's state (just built, at time 0)."""
+        module = core_module()
+        if module is None:
+            raise ConfigError(
+                "the compiled twin core is not installed: pip install ./native "
+                "(from a clone of infragym; needs a Rust toolchain)"
+            )
+        if not supports(self):
+            raise ReferenceNeeded(
+                "the compiled twin core does not model this graph (it has an HPA, an "
+                "autoscaling pool or a database)"
+            )
+        self._size_ids: dict[str, int] = {}
+        self._sizes: list[Size] = []
+        pools = list(self.pools.values())
+        node_ref: dict[Node, tuple[int, int]] = {}
+        pool_states = []
+        for p, pool in enumerate(pools):
+            nodes = []
+            for i, n in enumerate(pool.nodes):
+                node_ref[n] = (p, i)
+                nodes.append(
+                    (
+                        int(n.name.rsplit("-", 1)[1]),
+                        self._size_tuple(n.size),
+                        n.created_at,
+                        n.ready_at,
+                        n.removed_at,
+                        n.cpu_requested,
+                        n.memory_requested,
+                    )
+                )
+            pool_states.append((self._size_tuple(pool.size), pool.count, pool.serial, nodes))
+        workload_states = []
+        self._workload_index: dict[tuple[str, str], int] = {}
+        for wi, (key, w) in enumerate(self.workloads.items()):
+            self._workload_index[key] = wi
+            work = w.work
+            workload_states.append(
+                (
+                    _ROLES[w.role],
+                    w.replicas,
+                    w.cpu_request,
+                    w.memory_request,
+                    w.cpu_limit,
+                    w.workers,
+                    None if work is None else (work.scv, work.timeout_s, work.mean_ms / 1000.0),
+                    None if w.schedule is None else _schedule_spec(w.schedule),
+                    [
+                        all(pool.labels.get(k) == v for k, v in w.node_selector.items())
+                        for pool in pools
+                    ],
+                    [(b.count, b.created_at, node_ref.get(b.node), b.ready_at) for b in w.batches],
+                    w.rollout_done_at,
+                    w.prev_cores,
+                )
+            )
+        self._pool_index = {key: p for p, key in enumerate(self.pools)}
+        clock = (self.t, self._next_event, self._first_removal, self._planned_at, self.cost_usd)
+        return module.Core(
+            pool_states,
+            workload_states,
+            self._static_hourly,
+            self.params.node_boot_s,
+            self.params.pod_startup_s,
+            _EXP_QUANTILES,
+            self._pod_latency,
+            clock,
+            self._sched_dirty,
+        )
+
+    def _size_tuple(self, size: Size) -> tuple[int, float, float, float]:
+        """(id, allocatable CPU, allocatable GiB, $/h): what the core knows of a size."""
+        sid = self._size_ids.get(size.slug)
+        if sid is None:
+            sid = self._size_ids[size.slug] = len(self._sizes)
+            self._sizes.append(size)
+        return (sid, size.allocatable_cpu, size.allocatable_memory_gib, size.price_hourly_usd)
+
+    # ----------------------------------------------------------------- knobs
+
+    def _set_replicas(self, key: tuple[str, str], value: Any) -> None:
+        self._core.set_replicas(self._workload_index[key], int(value))
+
+    def _set_pod_cpu_limit(self, key: tuple[str, str], record: ResourceRecord, _: Any) -> None:
+        limit = builder.deployment_cpu_limit(record.inputs)
+        self._core.set_cpu_limit(self._workload_index[key], limit)
+
+    def _set_pool_property(
+        self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
+    ) -> None:
+        if path == "nodeCount":
+            self._core.set_pool_count(self._pool_index[key], int(value))
+        else:
+            size = builder.node_size(str(value))
+            self._core.set_pool_size(self._pool_index[key], self._size_tuple(size))
+
+    def _apply_property(
+        self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
+    ) -> None:
+        raise ReferenceNeeded(f"{key[0]} {key[1]!r} {path}")
+
+    # ----------------------------------------------------------------- time
+
+    def advance(self, seconds: float) -> dict[str, float]:
+        """Simulate ``seconds`` and return the step's metrics."""
+        if seconds <= 0:
+            raise ConfigError(f"advance needs a positive duration, got {seconds}")
+        core = self._core
+        sent = core.advance(seconds)
+        factor = self._poisson(sent) / sent if self._noise and sent > 0.0 else None
+        self._last = dict(zip(METRIC_NAMES, core.finish(seconds, factor), strict=True))
+        self.t = core.t
+        self.cost_usd = core.cost_usd
+        return self._last
+
+    def hourly_cost(self) -> float:
+        return self._core.hourly_cost()
+
+    # ----------------------------------------------------------------- inspection
+
+    def _pool_nodes(self) -> dict[int, Node]:
+        """Copies of the pools' nodes (removed ones too, until dropped), by core id."""
+        pools = list(self.pools.values())
+        nodes = {}
+        for (
+            nid,
+            p,
+            serial,
+            sid,
+            created,
+            ready_at,
+            removed_at,
+            cpu_req,
+            mem_req,
+        ) in self._core.pool_nodes():
+            pool, size = pools[p], self._sizes[sid]
+            cpu, memory = size.allocatable_cpu, size.allocatable_memory_gib
+            node = Node(f"{pool.name}-{serial}", pool, size, created, ready_at, cpu, memory)
+            node.cpu_requested, node.memory_requested = cpu_req, mem_req
+            node.removed_at = removed_at
+            nodes[nid] = node
+        return nodes
+
+    def nodes(self) -> list[Node]:
+        """Live nodes (booting or Ready), all pools, with pool changes applied (copies)."""
+        return [n for n in self._pool_nodes().values() if n.removed_at is None]
+
+    def pods(self) -> list[PodView]:
+        """All pods, one by one (copies of the core's state, for inspection)."""
+        nodes = self._pool_nodes()
+        workloads = list(self.workloads.values())
+        return [
+            PodView(workloads[wi], None if nid is None else nodes[nid], ready_at)
+            for wi, count, nid, ready_at in self._core.batches()
+            for _ in range(count)
+        ]
+
+
+_SHAPE_PARAMS = {
+    "constant": ("rate",),
+    "ramp": ("start", "end", "duration"),
+    "diurnal": ("base", "amplitude", "period", "phase"),
+    "spikes": ("base", "spike_rate", "every", "spike_seconds", "offset"),
+}
+"""The schedule shapes the core integrates itself, with their parameters in its order."""
+
+
+def _schedule_spec(schedule: Schedule) -> tuple[str, list[float], float | None, Any]:
+    """(shape kind, its parameters, the duration, ``mean_rate``): a schedule for the core.
+
+    The core integrates the shapes of :data:`_SHAPE_PARAMS` itself and calls
+    ``mean_rate`` for the others.
+    """
+    shape = schedule.shape
+    params = [float(getattr(shape, name)) for name in _SHAPE_PARAMS.get(shape.kind, ())]
+    return shape.kind, params, schedule.duration, schedule.mean_rate
+
+
+def make_twin(
+    records: Sequence[ResourceRecord],
+    seed: int | None,
+    params: TwinParams,
+    engine: str = "auto",
+) -> Twin:
+    """The twin for a graph: compiled when ``engine`` allows it and it models the graph.
+
+    Args:
+        engine: ``auto`` (compiled when installed and the graph is supported),
+            ``python`` (the reference twin) or ``native`` (compiled, else a ConfigError).
+
+    Raises:
+        ConfigError: An unknown engine, or ``native`` where it cannot run.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(unknown_choice("twin engine", engine, ENGINES))
+    if engine == "python" or (engine == "auto" and core_module() is None):
+        return Twin(records, seed, params)
+    try:
+        return FastTwin(records, seed, params)
+    except ReferenceNeeded as exc:
+        if engine == "native":
+            raise ConfigError(f"twin engine 'native': {exc}; use 'auto' or 'python'") from None
+        return Twin(records, seed, params)

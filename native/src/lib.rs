@@ -1,0 +1,1192 @@
+//! The compiled step loop of infragym's digital twin.
+//!
+//! `Core` holds the state of a twin (node pools and nodes, workloads and their pod
+//! batches) and runs what `infragym.twin.twin.Twin` runs on every step: knob changes,
+//! pool reconciliation, eviction, scheduling, the serving plan and the analytic serving
+//! of each piece of the step. It is a line-by-line port of those methods, in the same
+//! order of floating-point operations, so that a rollout gives the same metrics bit for
+//! bit; `tests/twin/test_fast_twin.py` holds it to that.
+//!
+//! The Python twin builds the state (from the resource graph) and stays the reference.
+//! `infragym.twin.fast.FastTwin` hands the state over and calls back into Python for
+//! what stays there: the siege-engine schedules, the M/G/c latency of pods that are not
+//! M/M/1, and the arrival noise.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+const INF: f64 = f64::INFINITY;
+
+const ROLE_HEATER: u8 = 1;
+const ROLE_SIEGE: u8 = 2;
+
+#[derive(Clone, Copy)]
+struct Size {
+    id: u32,
+    cpu: f64,
+    memory: f64,
+    price: f64,
+}
+
+struct Node {
+    pool: usize,
+    serial: u32,
+    size: Size,
+    created_at: f64,
+    ready_at: f64,
+    removed_at: Option<f64>,
+    cpu_requested: f64,
+    memory_requested: f64,
+}
+
+impl Node {
+    fn ready(&self, t: f64) -> bool {
+        self.ready_at <= t && self.removed_at.map_or(true, |r| r > t)
+    }
+
+    fn fits(&self, w: &Workload) -> bool {
+        self.cpu_requested + w.cpu_request <= self.size.cpu + 1e-9
+            && self.memory_requested + w.memory_request <= self.size.memory + 1e-9
+    }
+}
+
+struct Pool {
+    size: Size,
+    count: i64,
+    nodes: Vec<usize>,
+    serial: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Batch {
+    count: i64,
+    created_at: f64,
+    node: Option<usize>,
+    ready_at: f64,
+}
+
+impl Batch {
+    fn ready(&self, t: f64) -> bool {
+        self.node.is_some() && self.ready_at <= t
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+struct Work {
+    scv: f64,
+    timeout: f64,
+    cpu_s: f64,
+}
+
+/// A siege-engine schedule (`infragym.apps.workload.Schedule.mean_rate`): the shapes with
+/// a closed-form integral here, the others (steps, traces, a clipped diurnal) in Python.
+enum Arrivals {
+    Constant {
+        rate: f64,
+    },
+    Ramp {
+        start: f64,
+        end: f64,
+        duration: f64,
+    },
+    Diurnal {
+        base: f64,
+        amplitude: f64,
+        period: f64,
+        phase: f64,
+    },
+    Spikes {
+        base: f64,
+        spike_rate: f64,
+        every: f64,
+        spike_seconds: f64,
+        offset: f64,
+    },
+    Python,
+}
+
+struct Schedule {
+    arrivals: Arrivals,
+    duration: Option<f64>,
+    mean_rate: PyObject,
+}
+
+impl Schedule {
+    fn from_spec(kind: &str, p: &[f64], duration: Option<f64>, mean_rate: PyObject) -> Self {
+        let arrivals = match (kind, p) {
+            ("constant", &[rate]) => Arrivals::Constant { rate },
+            ("ramp", &[start, end, duration]) => Arrivals::Ramp {
+                start,
+                end,
+                duration,
+            },
+            ("diurnal", &[base, amplitude, period, phase]) if amplitude <= base => {
+                Arrivals::Diurnal {
+                    base,
+                    amplitude,
+                    period,
+                    phase,
+                }
+            }
+            ("spikes", &[base, spike_rate, every, spike_seconds, offset]) => Arrivals::Spikes {
+                base,
+                spike_rate,
+                every,
+                spike_seconds,
+                offset,
+            },
+            _ => Arrivals::Python,
+        };
+        Schedule {
+            arrivals,
+            duration,
+            mean_rate,
+        }
+    }
+
+    /// `Schedule.mean_rate` over `[t0, t1)`.
+    fn mean_rate(&self, py: Python<'_>, t0: f64, t1: f64) -> PyResult<f64> {
+        if matches!(self.arrivals, Arrivals::Python) || t1 <= t0 {
+            return self.mean_rate.call1(py, (t0, t1))?.extract::<f64>(py);
+        }
+        let end = match self.duration {
+            Some(d) if t0 >= d => return Ok(0.0),
+            Some(d) => py_min(t1, d),
+            None => t1,
+        };
+        Ok(self.integral(t0, end) / (t1 - t0))
+    }
+
+    fn integral(&self, t0: f64, t1: f64) -> f64 {
+        match self.arrivals {
+            Arrivals::Constant { rate } => rate * (t1 - t0),
+            Arrivals::Ramp {
+                start,
+                end,
+                duration,
+            } => {
+                let rate_at =
+                    |t: f64| start + (end - start) * py_min(py_max(t / duration, 0.0), 1.0);
+                let cut = py_min(py_max(duration, t0), t1);
+                let ramp = (rate_at(t0) + rate_at(cut)) / 2.0 * (cut - t0);
+                ramp + end * (t1 - cut)
+            }
+            Arrivals::Diurnal {
+                base,
+                amplitude,
+                period,
+                phase,
+            } => {
+                let w = 2.0 * std::f64::consts::PI / period;
+                base * (t1 - t0)
+                    + amplitude / w * ((w * (t0 + phase)).cos() - (w * (t1 + phase)).cos())
+            }
+            Arrivals::Spikes {
+                base,
+                spike_rate,
+                every,
+                spike_seconds,
+                offset,
+            } => {
+                let mut total = base * (t1 - t0);
+                let extra = spike_rate - base;
+                let mut k = ((py_max(t0, offset) - offset) / every).floor().max(0.0);
+                loop {
+                    let start = offset + k * every;
+                    if start >= t1 {
+                        break;
+                    }
+                    let overlap = py_min(t1, start + spike_seconds) - py_max(t0, start);
+                    if overlap > 0.0 {
+                        total += extra * overlap;
+                    }
+                    k += 1.0;
+                }
+                total
+            }
+            Arrivals::Python => unreachable!("mean_rate calls Python for these"),
+        }
+    }
+}
+
+struct Workload {
+    role: u8,
+    replicas: i64,
+    cpu_request: f64,
+    memory_request: f64,
+    cpu_limit: Option<f64>,
+    workers: i64,
+    work: Option<Work>,
+    schedule: Option<Schedule>,
+    pool_ok: Vec<bool>,
+    batches: Vec<Batch>,
+    rollout_done_at: f64,
+    prev_cores: Option<f64>,
+}
+
+impl Workload {
+    fn pod_count(&self) -> i64 {
+        self.batches.iter().map(|b| b.count).sum()
+    }
+
+    fn cores_per_pod(&self) -> f64 {
+        let cap = self.workers as f64;
+        match self.cpu_limit {
+            None => cap,
+            Some(limit) => py_min(cap, limit),
+        }
+    }
+}
+
+/// Python's `max(a, b)`: `b` only when it is larger.
+#[inline]
+fn py_max(a: f64, b: f64) -> f64 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// Python's `min(a, b)`: `b` only when it is smaller.
+#[inline]
+fn py_min(a: f64, b: f64) -> f64 {
+    if b < a {
+        b
+    } else {
+        a
+    }
+}
+
+/// Heater pods alike between two events (`Twin._serving_plan`'s groups).
+#[derive(Clone, Copy)]
+struct Group {
+    count: i64,
+    workers: i64,
+    cores: f64,
+    work: Work,
+    free: f64,
+    on_node: i64,
+}
+
+#[derive(Default)]
+struct Plan {
+    groups: Vec<Group>,
+    schedules: Vec<usize>,
+    heater_pods: i64,
+    replicas_desired: i64,
+    replicas_ready: i64,
+    nodes_ready: usize,
+    pods_pending: i64,
+    requested_cpu: f64,
+    limit_cpu: f64,
+    hourly: f64,
+    next_pod_event: f64,
+}
+
+#[derive(Default)]
+struct Accumulator {
+    sent: f64,
+    answered: f64,
+    served: f64,
+    failed: f64,
+    busy_cpu: f64,
+    requested_cpu: f64,
+    limit_cpu: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+}
+
+/// A min-heap entry of the scheduler: (-free share, node order), as in `Twin._schedule`.
+struct Slot {
+    key: f64,
+    order: usize,
+    node: usize,
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Slot {}
+impl PartialOrd for Slot {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Slot {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: BinaryHeap is a max-heap, the scheduler wants the least key first.
+        other
+            .key
+            .partial_cmp(&self.key)
+            .unwrap_or(Ordering::Equal)
+            .then(other.order.cmp(&self.order))
+    }
+}
+
+/// Python's `round(x, 3)`: correctly rounded to three decimals, half to even.
+fn round3(x: f64) -> f64 {
+    format!("{x:.3}").parse().unwrap_or(x)
+}
+
+fn size_from(t: (u32, f64, f64, f64)) -> Size {
+    Size {
+        id: t.0,
+        cpu: t.1,
+        memory: t.2,
+        price: t.3,
+    }
+}
+
+type NodeState = (u32, (u32, f64, f64, f64), f64, f64, Option<f64>, f64, f64);
+type PoolState = ((u32, f64, f64, f64), i64, u32, Vec<NodeState>);
+type BatchState = (i64, f64, Option<(usize, usize)>, f64);
+type WorkloadState = (
+    u8,
+    i64,
+    f64,
+    f64,
+    Option<f64>,
+    i64,
+    Option<(f64, f64, f64)>,
+    Option<(String, Vec<f64>, Option<f64>, PyObject)>,
+    Vec<bool>,
+    Vec<BatchState>,
+    f64,
+    Option<f64>,
+);
+
+/// The state and step loop of one twin (see the module docs).
+#[pyclass(module = "infragym_twin_core")]
+struct Core {
+    nodes: Vec<Node>,
+    pools: Vec<Pool>,
+    workloads: Vec<Workload>,
+    node_boot_s: f64,
+    pod_startup_s: f64,
+    exp_quantiles: [f64; 3],
+    pod_latency: PyObject,
+    static_hourly: f64,
+    #[pyo3(get)]
+    t: f64,
+    #[pyo3(get)]
+    cost_usd: f64,
+    next_event: f64,
+    first_removal: f64,
+    ready: Vec<usize>,
+    hourly: f64,
+    next_node_ready: f64,
+    nodes_dirty: bool,
+    sched_dirty: bool,
+    planned_at: f64,
+    changed_pools: Vec<usize>,
+    current: Plan,
+    acc: Accumulator,
+}
+
+#[pymethods]
+impl Core {
+    /// Take over a Python twin's state (see `infragym.twin.fast.FastTwin`).
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        pools: Vec<PoolState>,
+        workloads: Vec<WorkloadState>,
+        static_hourly: f64,
+        node_boot_s: f64,
+        pod_startup_s: f64,
+        exp_quantiles: (f64, f64, f64),
+        pod_latency: PyObject,
+        clock: (f64, f64, f64, f64, f64),
+        sched_dirty: bool,
+    ) -> PyResult<Self> {
+        let mut nodes = Vec::new();
+        let mut node_ids: Vec<Vec<usize>> = Vec::new();
+        let mut core_pools = Vec::new();
+        for (pi, (size, count, serial, pool_nodes)) in pools.into_iter().enumerate() {
+            let mut ids = Vec::new();
+            for (serial, size, created_at, ready_at, removed_at, cpu_req, mem_req) in pool_nodes {
+                ids.push(nodes.len());
+                nodes.push(Node {
+                    pool: pi,
+                    serial,
+                    size: size_from(size),
+                    created_at,
+                    ready_at,
+                    removed_at,
+                    cpu_requested: cpu_req,
+                    memory_requested: mem_req,
+                });
+            }
+            core_pools.push(Pool {
+                size: size_from(size),
+                count,
+                nodes: ids.clone(),
+                serial,
+            });
+            node_ids.push(ids);
+        }
+        let mut core_workloads = Vec::new();
+        for w in workloads {
+            let (role, replicas, cpu_request, memory_request, cpu_limit, workers, work, schedule) =
+                (w.0, w.1, w.2, w.3, w.4, w.5, w.6, w.7);
+            let (pool_ok, batches, rollout_done_at, prev_cores) = (w.8, w.9, w.10, w.11);
+            if pool_ok.len() != core_pools.len() {
+                return Err(PyValueError::new_err("pool_ok needs one entry per pool"));
+            }
+            let mut core_batches = Vec::new();
+            for (count, created_at, node, ready_at) in batches {
+                let node = match node {
+                    None => None,
+                    Some((p, i)) => Some(
+                        *node_ids
+                            .get(p)
+                            .and_then(|ids| ids.get(i))
+                            .ok_or_else(|| PyValueError::new_err("a batch names no node"))?,
+                    ),
+                };
+                core_batches.push(Batch {
+                    count,
+                    created_at,
+                    node,
+                    ready_at,
+                });
+            }
+            core_workloads.push(Workload {
+                role,
+                replicas,
+                cpu_request,
+                memory_request,
+                cpu_limit,
+                workers,
+                work: work.map(|(scv, timeout, cpu_s)| Work {
+                    scv,
+                    timeout,
+                    cpu_s,
+                }),
+                schedule: schedule.map(|(kind, p, duration, mean_rate)| {
+                    Schedule::from_spec(&kind, &p, duration, mean_rate)
+                }),
+                pool_ok,
+                batches: core_batches,
+                rollout_done_at,
+                prev_cores,
+            });
+        }
+        let (t, next_event, first_removal, planned_at, cost_usd) = clock;
+        let mut core = Core {
+            nodes,
+            pools: core_pools,
+            workloads: core_workloads,
+            node_boot_s,
+            pod_startup_s,
+            exp_quantiles: [exp_quantiles.0, exp_quantiles.1, exp_quantiles.2],
+            pod_latency,
+            static_hourly,
+            t,
+            cost_usd,
+            next_event,
+            first_removal,
+            ready: Vec::new(),
+            hourly: 0.0,
+            next_node_ready: INF,
+            nodes_dirty: true,
+            sched_dirty,
+            planned_at,
+            changed_pools: Vec::new(),
+            current: Plan::default(),
+            acc: Accumulator::default(),
+        };
+        core.refresh_nodes(t);
+        core.sched_dirty = sched_dirty;
+        core.current = core.serving_plan(t);
+        Ok(core)
+    }
+
+    /// `Twin._set_replicas`.
+    fn set_replicas(&mut self, workload: usize, replicas: i64) {
+        self.workloads[workload].replicas = replicas;
+        self.scale(workload, replicas);
+        self.next_event = self.t;
+    }
+
+    /// `Twin._set_cpu_limit`.
+    #[pyo3(signature = (workload, limit))]
+    fn set_cpu_limit(&mut self, workload: usize, limit: Option<f64>) {
+        let t = self.t;
+        let w = &mut self.workloads[workload];
+        if limit != w.cpu_limit {
+            let prev = w.cores_per_pod();
+            w.cpu_limit = limit;
+            w.rollout_done_at = t + self.pod_startup_s;
+            w.prev_cores = Some(prev);
+        }
+        self.next_event = t;
+    }
+
+    /// `Twin._change_pool` with a node count.
+    fn set_pool_count(&mut self, pool: usize, count: i64) {
+        self.pools[pool].count = count;
+        self.pool_changed(pool);
+    }
+
+    /// `Twin._change_pool` with a size: (id, allocatable CPU, allocatable GiB, $/h).
+    fn set_pool_size(&mut self, pool: usize, size: (u32, f64, f64, f64)) {
+        self.pools[pool].size = size_from(size);
+        self.pool_changed(pool);
+    }
+
+    /// Simulate `seconds` (`Twin.advance` up to the noise); returns the requests sent.
+    fn advance(&mut self, py: Python<'_>, seconds: f64) -> PyResult<f64> {
+        let t0 = self.t;
+        let t1 = t0 + seconds;
+        self.acc = Accumulator::default();
+        let mut a = t0;
+        while a < t1 {
+            if self.next_event <= a {
+                self.next_event = self.plan(a);
+            }
+            let b = py_min(self.next_event, t1);
+            self.serve(py, a, b)?;
+            self.cost_usd += self.current.hourly * (b - a) / 3600.0;
+            self.t = b;
+            a = b;
+        }
+        if self.next_event <= t1 {
+            self.next_event = self.plan(t1);
+        }
+        Ok(self.acc.sent)
+    }
+
+    /// The step's metrics in `Twin._metrics`' order, after scaling by the noise `factor`.
+    #[pyo3(signature = (seconds, factor))]
+    fn finish(&mut self, seconds: f64, factor: Option<f64>) -> [f64; 13] {
+        let acc = &mut self.acc;
+        if let Some(f) = factor {
+            acc.sent *= f;
+            acc.answered *= f;
+            acc.served *= f;
+            acc.failed *= f;
+            acc.busy_cpu *= f;
+            acc.p50 *= f;
+            acc.p95 *= f;
+            acc.p99 *= f;
+        }
+        let plan = &self.current;
+        let served = acc.served;
+        let busy = acc.busy_cpu;
+        let per_served = |x: f64| if served > 0.0 { x / served } else { f64::NAN };
+        [
+            acc.answered / seconds,
+            acc.sent / seconds,
+            per_served(acc.p50),
+            per_served(acc.p95),
+            per_served(acc.p99),
+            if acc.sent > 0.0 {
+                acc.failed / acc.sent
+            } else {
+                f64::NAN
+            },
+            if acc.requested_cpu > 0.0 {
+                busy / acc.requested_cpu
+            } else {
+                f64::NAN
+            },
+            if acc.limit_cpu > 0.0 {
+                busy / acc.limit_cpu
+            } else {
+                f64::NAN
+            },
+            plan.replicas_desired as f64,
+            plan.replicas_ready as f64,
+            plan.nodes_ready as f64,
+            plan.pods_pending as f64,
+            plan.hourly,
+        ]
+    }
+
+    /// `Twin.hourly_cost`.
+    fn hourly_cost(&mut self) -> f64 {
+        if self.nodes_dirty || self.next_node_ready <= self.t {
+            self.refresh_nodes(self.t);
+        }
+        self.hourly
+    }
+
+    /// The pools' nodes (live, or removed and not dropped yet), pool order, pool changes
+    /// applied: (id, pool, serial, size id, created, Ready at, removed at, CPU requested,
+    /// memory requested).
+    #[allow(clippy::type_complexity)]
+    fn pool_nodes(&mut self) -> Vec<(usize, usize, u32, u32, f64, f64, Option<f64>, f64, f64)> {
+        if !self.changed_pools.is_empty() {
+            self.reconcile_pools();
+        }
+        let mut out = Vec::new();
+        for pool in &self.pools {
+            for &id in &pool.nodes {
+                let n = &self.nodes[id];
+                out.push((
+                    id,
+                    n.pool,
+                    n.serial,
+                    n.size.id,
+                    n.created_at,
+                    n.ready_at,
+                    n.removed_at,
+                    n.cpu_requested,
+                    n.memory_requested,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Every pod batch: (workload, count, node id or None, Ready at).
+    fn batches(&self) -> Vec<(usize, i64, Option<usize>, f64)> {
+        let mut out = Vec::new();
+        for (wi, w) in self.workloads.iter().enumerate() {
+            for b in &w.batches {
+                out.push((wi, b.count, b.node, b.ready_at));
+            }
+        }
+        out
+    }
+}
+
+impl Core {
+    fn pool_changed(&mut self, pool: usize) {
+        if !self.changed_pools.contains(&pool) {
+            self.changed_pools.push(pool);
+        }
+        self.next_event = self.t;
+    }
+
+    fn live(&self, pool: usize) -> Vec<usize> {
+        self.pools[pool]
+            .nodes
+            .iter()
+            .copied()
+            .filter(|&id| self.nodes[id].removed_at.is_none())
+            .collect()
+    }
+
+    fn reconcile_pools(&mut self) {
+        let changed = std::mem::take(&mut self.changed_pools);
+        for &p in &changed {
+            let live = self.live(p);
+            let id = self.pools[p].size.id;
+            if live.iter().any(|&n| self.nodes[n].size.id != id) {
+                self.replace_pool_nodes(p);
+            } else if live.len() as i64 != self.pools[p].count {
+                let count = self.pools[p].count;
+                self.resize_pool(p, count);
+            }
+        }
+    }
+
+    fn replace_pool_nodes(&mut self, p: usize) {
+        let t = self.t;
+        let ready_at = t + self.node_boot_s;
+        let mut kept = Vec::new();
+        for &id in &self.pools[p].nodes {
+            let node = &mut self.nodes[id];
+            if node.ready_at <= t {
+                if node.removed_at.map_or(true, |r| r > t) {
+                    node.removed_at = Some(ready_at);
+                }
+                kept.push(id);
+            }
+        }
+        self.pools[p].nodes = kept;
+        self.nodes_dirty = true;
+        self.first_removal = t;
+        self.evict(t);
+        let count = self.pools[p].count;
+        self.add_nodes(p, count, ready_at);
+        self.first_removal = py_min(self.first_removal, ready_at);
+    }
+
+    fn resize_pool(&mut self, p: usize, count: i64) {
+        let live = self.live(p).len() as i64;
+        if count > live {
+            self.add_nodes(p, count - live, self.t + self.node_boot_s);
+        } else if count < live {
+            self.remove_nodes(p, live - count);
+        }
+        self.pools[p].count = count;
+    }
+
+    fn add_nodes(&mut self, p: usize, count: i64, ready_at: f64) {
+        let t = self.t;
+        let size = self.pools[p].size;
+        for _ in 0..count {
+            self.pools[p].serial += 1;
+            let id = self.nodes.len();
+            self.nodes.push(Node {
+                pool: p,
+                serial: self.pools[p].serial,
+                size,
+                created_at: t,
+                ready_at,
+                removed_at: None,
+                cpu_requested: 0.0,
+                memory_requested: 0.0,
+            });
+            self.pools[p].nodes.push(id);
+        }
+        if count > 0 && ready_at < self.next_node_ready {
+            self.next_node_ready = ready_at;
+        }
+    }
+
+    fn refresh_nodes(&mut self, t: f64) {
+        let mut ready = Vec::new();
+        let mut hourly = self.static_hourly;
+        let mut boot = INF;
+        for pool in &self.pools {
+            for &id in &pool.nodes {
+                let n = &self.nodes[id];
+                let ra = n.ready_at;
+                if ra <= t {
+                    if n.removed_at.map_or(true, |r| r > t) {
+                        ready.push(id);
+                        hourly += n.size.price;
+                    }
+                } else if ra < boot {
+                    boot = ra;
+                }
+            }
+        }
+        self.ready = ready;
+        self.hourly = hourly;
+        self.next_node_ready = boot;
+        self.nodes_dirty = false;
+        self.sched_dirty = true;
+    }
+
+    fn remove_nodes(&mut self, p: usize, count: i64) {
+        let t = self.t;
+        let mut live = self.live(p);
+        let nodes = &self.nodes;
+        live.sort_by(|&x, &y| {
+            let (a, b) = (&nodes[x], &nodes[y]);
+            a.ready(t)
+                .cmp(&b.ready(t))
+                .then(
+                    a.cpu_requested
+                        .partial_cmp(&b.cpu_requested)
+                        .unwrap_or(Ordering::Equal),
+                )
+                .then(
+                    (-a.created_at)
+                        .partial_cmp(&-b.created_at)
+                        .unwrap_or(Ordering::Equal),
+                )
+        });
+        for &id in live.iter().take(count as usize) {
+            self.nodes[id].removed_at = Some(t);
+        }
+        self.first_removal = t;
+        self.evict(t);
+    }
+
+    fn evict(&mut self, t: f64) {
+        if self.first_removal > t {
+            return;
+        }
+        let mut gone: Vec<usize> = Vec::new();
+        let mut first = INF;
+        for pool in &mut self.pools {
+            let mut dropped = false;
+            for &id in &pool.nodes {
+                if let Some(r) = self.nodes[id].removed_at {
+                    if r <= t {
+                        gone.push(id);
+                        dropped = true;
+                    } else if r < first {
+                        first = r;
+                    }
+                }
+            }
+            if dropped {
+                pool.nodes.retain(|id| !gone.contains(id));
+            }
+        }
+        if !gone.is_empty() {
+            for w in &mut self.workloads {
+                for batch in &mut w.batches {
+                    if let Some(node) = batch.node {
+                        if gone.contains(&node) {
+                            batch.node = None;
+                            batch.ready_at = INF;
+                        }
+                    }
+                }
+            }
+            self.sched_dirty = true;
+        }
+        self.first_removal = first;
+        self.nodes_dirty = true;
+    }
+
+    fn add_pods(&mut self, wi: usize, count: i64) {
+        if count > 0 {
+            let t = self.t;
+            self.workloads[wi].batches.push(Batch {
+                count,
+                created_at: t,
+                node: None,
+                ready_at: INF,
+            });
+            self.sched_dirty = true;
+        }
+    }
+
+    fn scale(&mut self, wi: usize, replicas: i64) {
+        let mut extra = self.workloads[wi].pod_count() - replicas;
+        if extra < 0 {
+            self.add_pods(wi, -extra);
+        } else if extra > 0 {
+            // A ReplicaSet deletes unscheduled pods first, then not-ready, then the newest.
+            let t = self.t;
+            let w = &mut self.workloads[wi];
+            let mut order: Vec<usize> = (0..w.batches.len()).collect();
+            let batches = &w.batches;
+            order.sort_by(|&x, &y| {
+                let (a, b) = (&batches[x], &batches[y]);
+                a.node
+                    .is_some()
+                    .cmp(&b.node.is_some())
+                    .then(a.ready(t).cmp(&b.ready(t)))
+                    .then(
+                        (-a.created_at)
+                            .partial_cmp(&-b.created_at)
+                            .unwrap_or(Ordering::Equal),
+                    )
+            });
+            for i in order {
+                let batch = &mut w.batches[i];
+                let take = extra.min(batch.count);
+                batch.count -= take;
+                if let Some(node) = batch.node {
+                    let n = &mut self.nodes[node];
+                    n.cpu_requested -= w.cpu_request * take as f64;
+                    n.memory_requested -= w.memory_request * take as f64;
+                    self.sched_dirty = true;
+                }
+                extra -= take;
+                if extra == 0 {
+                    break;
+                }
+            }
+            w.batches.retain(|b| b.count != 0);
+        }
+    }
+
+    fn schedule(&mut self, t: f64) {
+        self.sched_dirty = false;
+        let startup = self.pod_startup_s;
+        for wi in 0..self.workloads.len() {
+            let w = &self.workloads[wi];
+            let pending: Vec<usize> = (0..w.batches.len())
+                .filter(|&i| w.batches[i].node.is_none())
+                .collect();
+            if pending.is_empty() {
+                continue;
+            }
+            let (cpu_req, mem_req) = (w.cpu_request, w.memory_request);
+            let mut heap = BinaryHeap::new();
+            for (i, &id) in self.ready.iter().enumerate() {
+                let n = &self.nodes[id];
+                if !w.pool_ok[n.pool] {
+                    continue;
+                }
+                if n.fits(w) {
+                    let free = 1.0 - n.cpu_requested / n.size.cpu;
+                    if free > -1.0 {
+                        heap.push(Slot {
+                            key: -free,
+                            order: i,
+                            node: id,
+                        });
+                    }
+                }
+            }
+            if heap.is_empty() {
+                continue;
+            }
+            let ready_at = t + startup;
+            let mut placed: Vec<Batch> = Vec::new();
+            let w = &mut self.workloads[wi];
+            for &bi in &pending {
+                while w.batches[bi].count != 0 {
+                    let (best, order) = {
+                        let top = heap.peek().expect("heap is not empty");
+                        (top.node, top.order)
+                    };
+                    let node = &mut self.nodes[best];
+                    node.cpu_requested += cpu_req;
+                    node.memory_requested += mem_req;
+                    w.batches[bi].count -= 1;
+                    match placed.iter_mut().find(|b| b.node == Some(best)) {
+                        Some(bound) => bound.count += 1,
+                        None => placed.push(Batch {
+                            count: 1,
+                            created_at: w.batches[bi].created_at,
+                            node: Some(best),
+                            ready_at,
+                        }),
+                    }
+                    let node = &self.nodes[best];
+                    let free = 1.0 - node.cpu_requested / node.size.cpu;
+                    heap.pop();
+                    if node.fits(w) && free > -1.0 {
+                        heap.push(Slot {
+                            key: -free,
+                            order,
+                            node: best,
+                        });
+                    } else if heap.is_empty() {
+                        break;
+                    }
+                }
+                if heap.is_empty() {
+                    break;
+                }
+            }
+            w.batches.retain(|b| b.count != 0);
+            w.batches.extend(placed);
+        }
+    }
+
+    fn plan(&mut self, t: f64) -> f64 {
+        if !self.changed_pools.is_empty() {
+            self.reconcile_pools();
+        }
+        if self.first_removal <= t {
+            self.evict(t);
+        }
+        if self.nodes_dirty || self.next_node_ready <= t {
+            self.refresh_nodes(t);
+        }
+        if self.sched_dirty {
+            self.schedule(t);
+        }
+        self.current = self.serving_plan(t);
+        self.planned_at = t;
+        let mut nxt = self.current.next_pod_event;
+        if t < self.first_removal && self.first_removal < nxt {
+            nxt = self.first_removal;
+        }
+        if self.next_node_ready < nxt {
+            self.next_node_ready
+        } else {
+            nxt
+        }
+    }
+
+    /// `Twin._merge_ready`: the Ready batches on each node folded into one, last.
+    fn merge_ready(w: &mut Workload, t: f64) {
+        let mut rest = Vec::new();
+        let mut merged: Vec<Batch> = Vec::new();
+        for b in &w.batches {
+            if b.node.is_some() && b.ready_at <= t {
+                match merged.iter_mut().find(|m| m.node == b.node) {
+                    Some(m) => {
+                        m.count += b.count;
+                        if b.created_at > m.created_at {
+                            m.created_at = b.created_at;
+                        }
+                    }
+                    None => merged.push(*b),
+                }
+            } else {
+                rest.push(*b);
+            }
+        }
+        rest.extend(merged);
+        w.batches = rest;
+    }
+
+    fn serving_plan(&mut self, t: f64) -> Plan {
+        let mut plan = Plan::default();
+        let (mut pending, mut desired, mut ready_total) = (0i64, 0i64, 0i64);
+        let (mut requested, mut limit) = (0.0f64, 0.0f64);
+        let mut next_event = INF;
+        let since = self.planned_at;
+        let mut heater_ready: Vec<(usize, usize, i64)> = Vec::new(); // (workload, node, count)
+        let mut per_node: Vec<(usize, i64, f64)> = Vec::new(); // (node, heater pods, requests)
+        for (wi, w) in self.workloads.iter_mut().enumerate() {
+            let done_at = w.rollout_done_at;
+            if done_at <= t {
+                w.prev_cores = None;
+            } else if done_at < next_event {
+                next_event = done_at;
+            }
+            if w.batches.len() > 1
+                && w.batches
+                    .iter()
+                    .any(|b| b.node.is_some() && since < b.ready_at && b.ready_at <= t)
+            {
+                Self::merge_ready(w, t);
+            }
+            let heater = w.role == ROLE_HEATER && w.work.is_some();
+            let cpu_req = w.cpu_request;
+            let mut ready = 0i64;
+            for b in &w.batches {
+                match b.node {
+                    None => pending += b.count,
+                    Some(node) if b.ready_at <= t => {
+                        let count = b.count;
+                        ready += count;
+                        if heater {
+                            match per_node.iter_mut().find(|e| e.0 == node) {
+                                Some(e) => {
+                                    e.1 += count;
+                                    e.2 += cpu_req * count as f64;
+                                }
+                                None => per_node.push((node, count, 0.0 + cpu_req * count as f64)),
+                            }
+                            heater_ready.push((wi, node, count));
+                        }
+                    }
+                    Some(_) => {
+                        if b.ready_at < next_event {
+                            next_event = b.ready_at;
+                        }
+                    }
+                }
+            }
+            if heater {
+                desired += w.replicas;
+                ready_total += ready;
+                requested += cpu_req * ready as f64;
+                limit += w.cpu_limit.unwrap_or(f64::NAN) * ready as f64;
+            } else if ready != 0 && w.role == ROLE_SIEGE && w.schedule.is_some() {
+                plan.schedules.push(wi);
+            }
+        }
+        for (wi, node, count) in heater_ready {
+            let w = &self.workloads[wi];
+            let cores = w.prev_cores.unwrap_or_else(|| w.cores_per_pod());
+            let work = w.work.expect("a heater has work");
+            let n = &self.nodes[node];
+            let (_, on_node, requests) = *per_node
+                .iter()
+                .find(|e| e.0 == node)
+                .expect("counted above");
+            let free = n.size.cpu - n.cpu_requested + requests;
+            let free = if free > 0.0 { free } else { 0.0 };
+            let same = |g: &Group| {
+                g.workers == w.workers
+                    && g.cores == cores
+                    && g.work == work
+                    && g.free == free
+                    && g.on_node == on_node
+            };
+            match plan.groups.iter_mut().find(|g| same(g)) {
+                Some(g) => g.count += count,
+                None => plan.groups.push(Group {
+                    count,
+                    workers: w.workers,
+                    cores,
+                    work,
+                    free,
+                    on_node,
+                }),
+            }
+        }
+        plan.heater_pods = ready_total;
+        plan.pods_pending = pending;
+        plan.replicas_desired = desired;
+        plan.replicas_ready = ready_total;
+        plan.requested_cpu = requested;
+        plan.limit_cpu = limit;
+        plan.nodes_ready = self.ready.len();
+        plan.hourly = self.hourly;
+        plan.next_pod_event = next_event;
+        plan
+    }
+
+    fn serve(&mut self, py: Python<'_>, a: f64, b: f64) -> PyResult<()> {
+        let plan = &self.current;
+        let dt = b - a;
+        let mut lam = 0.0;
+        for &wi in &plan.schedules {
+            let schedule = self.workloads[wi]
+                .schedule
+                .as_ref()
+                .expect("a siege schedule");
+            lam += schedule.mean_rate(py, a, b)?;
+        }
+        let acc = &mut self.acc;
+        acc.sent += lam * dt;
+        acc.requested_cpu += plan.requested_cpu * dt;
+        acc.limit_cpu += plan.limit_cpu * dt;
+        if plan.heater_pods == 0 {
+            acc.failed += lam * dt; // no endpoints: connections are refused
+            return Ok(());
+        }
+        let lam_pod = round3(lam / plan.heater_pods as f64);
+        if lam_pod <= 0.0 {
+            return Ok(());
+        }
+        for g in &plan.groups {
+            let Group {
+                count,
+                workers: c,
+                mut cores,
+                work,
+                free,
+                on_node,
+            } = *g;
+            let cpu_s = work.cpu_s;
+            if on_node as f64 * py_min(lam_pod * cpu_s, cores) > free {
+                cores = py_min(cores, free / on_node as f64);
+            }
+            let mu = py_min(1.0, cores / c as f64) / cpu_s;
+            if mu <= 0.0 {
+                acc.answered += lam_pod * dt * count as f64;
+                acc.failed += lam_pod * dt * count as f64;
+                continue;
+            }
+            let (p50, p95, p99, fail) = if c == 1 && work.scv == 1.0 && lam_pod < mu * 0.999 {
+                // M/M/1, the usual heater pod: Twin._pod_latency's closed form.
+                let rate = mu - lam_pod;
+                let ceiling = work.timeout + 1.0 / mu;
+                let q = &self.exp_quantiles;
+                (
+                    py_min(q[0] / rate, ceiling),
+                    py_min(q[1] / rate, ceiling),
+                    py_min(q[2] / rate, ceiling),
+                    lam_pod / mu * (-rate * work.timeout).exp(),
+                )
+            } else {
+                self.pod_latency
+                    .call1(py, (c, mu, lam_pod, work.scv, work.timeout))?
+                    .extract::<(f64, f64, f64, f64)>(py)?
+            };
+            let n = lam_pod * dt * count as f64;
+            let served = n * (1.0 - fail);
+            acc.answered += n;
+            acc.failed += n - served;
+            acc.served += served;
+            acc.busy_cpu += served * cpu_s;
+            acc.p50 += p50 * served;
+            acc.p95 += p95 * served;
+            acc.p99 += p99 * served;
+        }
+        Ok(())
+    }
+}
+
+#[pymodule]
+fn infragym_twin_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Core>()?;
+    Ok(())
+}
