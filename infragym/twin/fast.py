@@ -40,6 +40,14 @@ METRIC_NAMES = (
 """The metrics the core returns, in :meth:`Twin._metrics`' order."""
 
 
+_MISSING: Any = object()
+
+
+def _plain(value: Any) -> bool:
+    """Whether a knob value can key a memo (knob domains hold strings and numbers)."""
+    return isinstance(value, str | int | float)
+
+
 class ReferenceNeeded(Exception):
     """A change the compiled core does not model: run the episode on the Python twin."""
 
@@ -82,7 +90,8 @@ class FastTwin(Twin):
     ) -> None:
         super().__init__(records, seed, params)
         self._core = self._hand_over()
-        self._noise = self.params.noise
+        self._sizes_by_value: dict[Any, tuple[int, float, float, float]] = {}
+        self._limits: dict[tuple[int, Any], float | None] = {}  # (workload, value) → limit
 
     def _hand_over(self) -> Any:
         """Build the core from this twin's state (just built, at time 0)."""
@@ -144,6 +153,9 @@ class FastTwin(Twin):
             )
         self._pool_index = {key: p for p, key in enumerate(self.pools)}
         clock = (self.t, self._next_event, self._first_removal, self._planned_at, self.cost_usd)
+        # The core draws the arrival noise from this twin's generator, taken over here.
+        _, words, gauss_next = self.rng.getstate()
+        noise = (list(words[:-1]), words[-1], gauss_next) if self.params.noise else None
         return module.Core(
             pool_states,
             workload_states,
@@ -154,6 +166,8 @@ class FastTwin(Twin):
             self._pod_latency,
             clock,
             self._sched_dirty,
+            noise,
+            list(METRIC_NAMES),
         )
 
     def _size_tuple(self, size: Size) -> tuple[int, float, float, float]:
@@ -169,18 +183,29 @@ class FastTwin(Twin):
     def _set_replicas(self, key: tuple[str, str], value: Any) -> None:
         self._core.set_replicas(self._workload_index[key], int(value))
 
-    def _set_pod_cpu_limit(self, key: tuple[str, str], record: ResourceRecord, _: Any) -> None:
-        limit = builder.deployment_cpu_limit(record.inputs)
-        self._core.set_cpu_limit(self._workload_index[key], limit)
+    def _set_pod_cpu_limit(self, key: tuple[str, str], record: ResourceRecord, value: Any) -> None:
+        # The pod's limit is a function of this value alone here: the core takes no other
+        # change to the Deployment, so its other containers stay as they were.
+        w = self._workload_index[key]
+        limit = self._limits.get((w, value), _MISSING) if _plain(value) else _MISSING
+        if limit is _MISSING:
+            limit = builder.deployment_cpu_limit(record.inputs)
+            if _plain(value):
+                self._limits[(w, value)] = limit
+        self._core.set_cpu_limit(w, limit)
 
     def _set_pool_property(
         self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
     ) -> None:
         if path == "nodeCount":
             self._core.set_pool_count(self._pool_index[key], int(value))
-        else:
-            size = builder.node_size(str(value))
-            self._core.set_pool_size(self._pool_index[key], self._size_tuple(size))
+            return
+        size = self._sizes_by_value.get(value) if _plain(value) else None
+        if size is None:
+            size = self._size_tuple(builder.node_size(str(value)))
+            if _plain(value):
+                self._sizes_by_value[value] = size
+        self._core.set_pool_size(self._pool_index[key], size)
 
     def _apply_property(
         self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
@@ -194,9 +219,7 @@ class FastTwin(Twin):
         if seconds <= 0:
             raise ConfigError(f"advance needs a positive duration, got {seconds}")
         core = self._core
-        sent = core.advance(seconds)
-        factor = self._poisson(sent) / sent if self._noise and sent > 0.0 else None
-        self._last = dict(zip(METRIC_NAMES, core.finish(seconds, factor), strict=True))
+        self._last = core.advance(seconds)
         self.t = core.t
         self.cost_usd = core.cost_usd
         return self._last

@@ -14,6 +14,7 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -300,6 +301,85 @@ struct Accumulator {
     p99: f64,
 }
 
+/// Python's `random.Random` (MT19937, `random()` and `gauss()`), taken over from its
+/// `getstate()`, so that the core draws the same arrival noise as `Twin._poisson`.
+struct PyRandom {
+    mt: [u32; 624],
+    index: usize,
+    gauss_next: Option<f64>,
+}
+
+impl PyRandom {
+    fn from_state(words: &[u32], index: usize, gauss_next: Option<f64>) -> PyResult<Self> {
+        let mt: [u32; 624] = words
+            .try_into()
+            .map_err(|_| PyValueError::new_err("a Mersenne Twister state has 624 words"))?;
+        Ok(PyRandom {
+            mt,
+            index,
+            gauss_next,
+        })
+    }
+
+    /// CPython's `genrand_uint32`.
+    fn next_u32(&mut self) -> u32 {
+        const N: usize = 624;
+        const M: usize = 397;
+        if self.index >= N {
+            let mt = &mut self.mt;
+            for kk in 0..N {
+                let y = (mt[kk] & 0x8000_0000) | (mt[(kk + 1) % N] & 0x7fff_ffff);
+                let mag = if y & 1 == 1 { 0x9908_b0df } else { 0 };
+                mt[kk] = mt[(kk + M) % N] ^ (y >> 1) ^ mag;
+            }
+            self.index = 0;
+        }
+        let mut y = self.mt[self.index];
+        self.index += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^ (y >> 18)
+    }
+
+    /// `random.random()`: 53 random bits in [0, 1).
+    fn random(&mut self) -> f64 {
+        let a = (self.next_u32() >> 5) as f64;
+        let b = (self.next_u32() >> 6) as f64;
+        (a * 67108864.0 + b) * (1.0 / 9007199254740992.0)
+    }
+
+    /// `random.gauss(mu, sigma)`.
+    fn gauss(&mut self, mu: f64, sigma: f64) -> f64 {
+        let z = match self.gauss_next.take() {
+            Some(z) => z,
+            None => {
+                let x2pi = self.random() * (2.0 * std::f64::consts::PI);
+                let g2rad = (-2.0 * (1.0 - self.random()).ln()).sqrt();
+                self.gauss_next = Some(x2pi.sin() * g2rad);
+                x2pi.cos() * g2rad
+            }
+        };
+        mu + z * sigma
+    }
+
+    /// `Twin._poisson`: a Poisson draw (normal approximation above 50, exact below).
+    fn poisson(&mut self, mean: f64) -> f64 {
+        if mean > 50.0 {
+            let k = self.gauss(mean, mean.sqrt()).round_ties_even();
+            return if k > 0.0 { k } else { 0.0 };
+        }
+        let limit = (-mean).exp();
+        let mut k = 0u64;
+        let mut p = self.random();
+        while p > limit {
+            k += 1;
+            p *= self.random();
+        }
+        k as f64
+    }
+}
+
 /// A min-heap entry of the scheduler: (-free share, node order), as in `Twin._schedule`.
 struct Slot {
     key: f64,
@@ -387,12 +467,18 @@ struct Core {
     changed_pools: Vec<usize>,
     current: Plan,
     acc: Accumulator,
+    rng: Option<PyRandom>,
+    metric_names: Vec<Py<PyString>>,
 }
 
 #[pymethods]
 impl Core {
     /// Take over a Python twin's state (see `infragym.twin.fast.FastTwin`).
     #[new]
+    #[pyo3(signature = (
+        pools, workloads, static_hourly, node_boot_s, pod_startup_s, exp_quantiles,
+        pod_latency, clock, sched_dirty, noise, metric_names
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         pools: Vec<PoolState>,
@@ -404,7 +490,18 @@ impl Core {
         pod_latency: PyObject,
         clock: (f64, f64, f64, f64, f64),
         sched_dirty: bool,
+        noise: Option<(Vec<u32>, usize, Option<f64>)>,
+        metric_names: Vec<Py<PyString>>,
     ) -> PyResult<Self> {
+        if metric_names.len() != 13 {
+            return Err(PyValueError::new_err("the core computes 13 metrics"));
+        }
+        let rng = match noise {
+            None => None,
+            Some((words, index, gauss_next)) => {
+                Some(PyRandom::from_state(&words, index, gauss_next)?)
+            }
+        };
         let mut nodes = Vec::new();
         let mut node_ids: Vec<Vec<usize>> = Vec::new();
         let mut core_pools = Vec::new();
@@ -501,6 +598,8 @@ impl Core {
             changed_pools: Vec::new(),
             current: Plan::default(),
             acc: Accumulator::default(),
+            rng,
+            metric_names,
         };
         core.refresh_nodes(t);
         core.sched_dirty = sched_dirty;
@@ -541,8 +640,9 @@ impl Core {
         self.pool_changed(pool);
     }
 
-    /// Simulate `seconds` (`Twin.advance` up to the noise); returns the requests sent.
-    fn advance(&mut self, py: Python<'_>, seconds: f64) -> PyResult<f64> {
+    /// Simulate `seconds` and return the step's metrics (`Twin.advance` without the
+    /// autoscalers, which the core does not model).
+    fn advance<'py>(&mut self, py: Python<'py>, seconds: f64) -> PyResult<Bound<'py, PyDict>> {
         let t0 = self.t;
         let t1 = t0 + seconds;
         self.acc = Accumulator::default();
@@ -560,54 +660,18 @@ impl Core {
         if self.next_event <= t1 {
             self.next_event = self.plan(t1);
         }
-        Ok(self.acc.sent)
-    }
-
-    /// The step's metrics in `Twin._metrics`' order, after scaling by the noise `factor`.
-    #[pyo3(signature = (seconds, factor))]
-    fn finish(&mut self, seconds: f64, factor: Option<f64>) -> [f64; 13] {
-        let acc = &mut self.acc;
-        if let Some(f) = factor {
-            acc.sent *= f;
-            acc.answered *= f;
-            acc.served *= f;
-            acc.failed *= f;
-            acc.busy_cpu *= f;
-            acc.p50 *= f;
-            acc.p95 *= f;
-            acc.p99 *= f;
+        let sent = self.acc.sent;
+        if let Some(rng) = self.rng.as_mut() {
+            if sent > 0.0 {
+                let factor = rng.poisson(sent) / sent;
+                self.acc.scale(factor);
+            }
         }
-        let plan = &self.current;
-        let served = acc.served;
-        let busy = acc.busy_cpu;
-        let per_served = |x: f64| if served > 0.0 { x / served } else { f64::NAN };
-        [
-            acc.answered / seconds,
-            acc.sent / seconds,
-            per_served(acc.p50),
-            per_served(acc.p95),
-            per_served(acc.p99),
-            if acc.sent > 0.0 {
-                acc.failed / acc.sent
-            } else {
-                f64::NAN
-            },
-            if acc.requested_cpu > 0.0 {
-                busy / acc.requested_cpu
-            } else {
-                f64::NAN
-            },
-            if acc.limit_cpu > 0.0 {
-                busy / acc.limit_cpu
-            } else {
-                f64::NAN
-            },
-            plan.replicas_desired as f64,
-            plan.replicas_ready as f64,
-            plan.nodes_ready as f64,
-            plan.pods_pending as f64,
-            plan.hourly,
-        ]
+        let metrics = PyDict::new(py);
+        for (name, value) in self.metric_names.iter().zip(self.metrics(seconds)) {
+            metrics.set_item(name.bind(py), value)?;
+        }
+        Ok(metrics)
     }
 
     /// `Twin.hourly_cost`.
@@ -658,7 +722,57 @@ impl Core {
     }
 }
 
+impl Accumulator {
+    /// Scale the request counts (sampling noise), keeping ratios and quantiles.
+    fn scale(&mut self, f: f64) {
+        self.sent *= f;
+        self.answered *= f;
+        self.served *= f;
+        self.failed *= f;
+        self.busy_cpu *= f;
+        self.p50 *= f;
+        self.p95 *= f;
+        self.p99 *= f;
+    }
+}
+
 impl Core {
+    /// The step's metrics, in `Twin._metrics`' order.
+    fn metrics(&self, seconds: f64) -> [f64; 13] {
+        let acc = &self.acc;
+        let plan = &self.current;
+        let served = acc.served;
+        let busy = acc.busy_cpu;
+        let per_served = |x: f64| if served > 0.0 { x / served } else { f64::NAN };
+        [
+            acc.answered / seconds,
+            acc.sent / seconds,
+            per_served(acc.p50),
+            per_served(acc.p95),
+            per_served(acc.p99),
+            if acc.sent > 0.0 {
+                acc.failed / acc.sent
+            } else {
+                f64::NAN
+            },
+            if acc.requested_cpu > 0.0 {
+                busy / acc.requested_cpu
+            } else {
+                f64::NAN
+            },
+            if acc.limit_cpu > 0.0 {
+                busy / acc.limit_cpu
+            } else {
+                f64::NAN
+            },
+            plan.replicas_desired as f64,
+            plan.replicas_ready as f64,
+            plan.nodes_ready as f64,
+            plan.pods_pending as f64,
+            plan.hourly,
+        ]
+    }
+
     fn pool_changed(&mut self, pool: usize) {
         if !self.changed_pools.contains(&pool) {
             self.changed_pools.push(pool);
