@@ -11,6 +11,10 @@ under two policies closer to what a trained autoscaler does:
   timed one, so the figure is the env's speed, not the rule's.
 - *hold*: every knob kept.
 
+A last row runs random actions on the Python twin (``twin_engine="python"``), for
+comparison with the compiled core, which the env uses when ``infragym-twin-core`` is
+installed (``pip install ./native``); the first line says which one ran.
+
 The graph cache is warmed first (one mock run of the layers per scenario variant, about
 20 ms each, is a reset cost an agent pays once per variant, not a step cost).
 
@@ -74,6 +78,7 @@ def main() -> None:
 
     cart = gym.make("CartPole-v1")
     env = gym.make("SimpleK8sWebApp-v0")
+    python_env = gym.make("SimpleK8sWebApp-v0", backend_options={"twin_engine": "python"})
     start = time.perf_counter()
     for seed in range(200):  # every scenario variant, so resets hit the graph cache
         env.reset(seed=seed)
@@ -86,6 +91,7 @@ def main() -> None:
         "SimpleK8sWebApp-v0, random actions": (env, random_policy(env)),
         "SimpleK8sWebApp-v0, HPA rule (replayed)": (env, hpa_actions.__getitem__),
         "SimpleK8sWebApp-v0, hold (no knob change)": (env, lambda i: hold),
+        "  the same, Python twin, random actions": (python_env, random_policy(python_env)),
     }
     # Rounds interleave the loops, so that a slow spell of a shared machine hits all of
     # them; the best round of each is its speed with the least interference.
@@ -94,6 +100,9 @@ def main() -> None:
         for name, (e, policy) in loops.items():
             best[name] = max(best[name], steps_per_second(e, args.steps, policy))
 
+    twin = type(env.unwrapped.backend.twin).__name__
+    engine = "the compiled core" if twin == "FastTwin" else "the Python twin (no compiled core)"
+    print(f"twin: {engine} ({twin}); infragym-twin-core: pip install ./native")
     print(f"warm-up: 200 resets in {warm:.1f} s (graph cache filled)")
     print(f"best of {args.repeats} interleaved rounds of {args.steps:,} steps")
     print(f"{'':42}{'steps/s':>10}{'ratio':>9}{'sim s / wall s':>17}")

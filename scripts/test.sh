@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 bash scripts/install-debian-deps.sh                      # prometheus, shellcheck
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+PYTHON="$PYTHON" bash scripts/install-twin-core.sh         # the compiled twin core
 pulumi_dir="$(PYTHON="$PYTHON" bash scripts/install-pulumi-cli.sh | tail -n 1)"  # built once, cached
 export PATH="$pulumi_dir:$PATH"
 export PULUMI_SKIP_UPDATE_CHECK=true
-export PULUMI_PYTHON_CMD="$(command -v "$PYTHON")"
+PULUMI_PYTHON_CMD="$(command -v "$PYTHON")"
+export PULUMI_PYTHON_CMD
 
 "$PYTHON" -m ruff check .
 "$PYTHON" -m pytest -q -p no:cacheprovider "$@"

@@ -74,7 +74,10 @@ class SimBackend(Backend):
         self.twin_engine = twin_engine
         self.twin: Twin | None = None
         self._episode: tuple[list[ResourceRecord], int | None] | None = None
-        self._history: list[tuple[Sequence[Change] | None, float]] = []
+        # What the episode did, while the twin is a FastTwin: a change list or the seconds
+        # advanced, in order (see _replay_on_reference).
+        self._history: list[Sequence[Change] | float] = []
+        self._recording = False
 
     def _twin(self) -> Twin:
         if self.twin is None:
@@ -86,45 +89,47 @@ class SimBackend(Backend):
         self.twin = make_twin(records, seed, self.twin_params, self.twin_engine)
         self._episode = (records, seed)
         self._history.clear()
+        self._recording = isinstance(self.twin, FastTwin)
 
     def apply(self, changes: Sequence[Change]) -> ApplyResult:
-        twin = self._twin()
+        twin = self.twin
+        if twin is None:
+            twin = self._twin()  # raises the error
         try:
-            self._set(twin, changes)
+            for knob, value in changes:
+                twin.set_property(knob.type, knob.resource, knob.path, value)
         except ReferenceNeeded:
-            self._set(self._replay_on_reference(), changes)
-        if isinstance(self.twin, FastTwin):
-            self._history.append((changes, 0.0))
+            twin = self._replay_on_reference()
+            for knob, value in changes:
+                twin.set_property(knob.type, knob.resource, knob.path, value)
+        if self._recording:
+            self._history.append(changes)
         layers: list[str] = []
         for knob, _ in changes:
             if knob.layer not in layers:
                 layers.append(knob.layer)
         return ApplyResult(layers_updated=tuple(layers))
 
-    @staticmethod
-    def _set(twin: Twin, changes: Sequence[Change]) -> None:
-        for knob, value in changes:
-            twin.set_property(knob.type, knob.resource, knob.path, value)
-
     def _replay_on_reference(self) -> Twin:
         """Rebuild the episode so far on the Python twin and make it the twin."""
         assert self._episode is not None
         records, seed = self._episode
         twin = Twin(records, seed, self.twin_params)
-        for changes, seconds in self._history:
-            if changes is None:
-                twin.advance(seconds)
+        for entry in self._history:
+            if isinstance(entry, float):
+                twin.advance(entry)
             else:
-                self._set(twin, changes)
+                for knob, value in entry:
+                    twin.set_property(knob.type, knob.resource, knob.path, value)
         self.twin = twin
         self._history.clear()
+        self._recording = False
         return twin
 
     def advance(self, seconds: float) -> None:
-        twin = self._twin()
-        twin.advance(seconds)
-        if isinstance(twin, FastTwin):
-            self._history.append((None, seconds))
+        self._twin().advance(seconds)
+        if self._recording:
+            self._history.append(float(seconds))
 
     def observe(self, metric_names: Sequence[str]) -> dict[str, float]:
         values = self._twin().last_metrics  # the twin's own dict: read-only here
@@ -149,3 +154,4 @@ class SimBackend(Backend):
     def close(self) -> None:
         self.twin = None
         self._history.clear()
+        self._recording = False

@@ -1269,7 +1269,12 @@ impl Core {
                 acc.failed += lam_pod * dt * count as f64;
                 continue;
             }
-            let (p50, p95, p99, fail) = if c == 1 && work.scv == 1.0 && lam_pod < mu * 0.999 {
+            let cap = c as f64 * mu;
+            let (p50, p95, p99, fail) = if lam_pod >= cap * 0.999 {
+                // Saturated: the queue stays full to the timeout; the excess is shed (503).
+                let full = work.timeout + 1.0 / mu;
+                (full, full, full, 1.0 - cap * 0.999 / lam_pod)
+            } else if c == 1 && work.scv == 1.0 {
                 // M/M/1, the usual heater pod: Twin._pod_latency's closed form.
                 let rate = mu - lam_pod;
                 let ceiling = work.timeout + 1.0 / mu;
