@@ -129,7 +129,7 @@ def test_a_rejected_value_leaves_both_the_resource_and_the_world_as_they_were():
 def test_a_change_the_core_does_not_model_raises_reference_needed_and_is_undone():
     twin = FastTwin(web_app(replicas=2), seed=0)
     path = "spec.template.spec.containers[0].resources.requests.cpu"
-    with pytest.raises(ReferenceNeeded, match="requests.cpu"):
+    with pytest.raises(ReferenceNeeded, match=r"requests\.cpu"):
         twin.set_property(DEPLOYMENT, "heater", path, "500m")
     container = twin.inputs(DEPLOYMENT, "heater")["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["requests"]["cpu"] == "250m"
