@@ -52,9 +52,7 @@ def _state(twin: Twin) -> tuple:
         (n.name, n.size.slug, n.created_at, n.ready_at, n.removed_at, n.cpu_requested)
         for n in twin.nodes()
     )
-    pods = sorted(
-        (p.workload.name, p.node.name if p.node else "", p.ready_at) for p in twin.pods()
-    )
+    pods = sorted((p.workload.name, p.node.name if p.node else "", p.ready_at) for p in twin.pods())
     return metrics, nodes, tuple(pods), twin.cost_usd, twin.hourly_cost(), twin.t
 
 
