@@ -6,8 +6,11 @@ Kubernetes documentation without depending on the layer programs.
 
 from __future__ import annotations
 
+import random
+
 from infragym.apps.workload import CpuWork, Schedule, constant
 from infragym.backends.base import ResourceRecord
+from infragym.twin.twin import CPU_LIMIT_PATH
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 NODE_POOL = "digitalocean:index/kubernetesNodePool:KubernetesNodePool"
@@ -146,3 +149,21 @@ def web_app(
             )
         )
     return records
+
+
+WORKER_SIZES = ("s-1vcpu-2gb", "s-2vcpu-4gb", "s-4vcpu-8gb")
+
+
+def random_knob_changes(twin, rng: random.Random, max_replicas: int = 12) -> None:
+    """Up to three changes of a :func:`web_app` twin's four knobs, as an agent makes them."""
+    for _ in range(rng.randrange(4)):
+        knob = rng.randrange(4)
+        if knob == 0:
+            twin.set_property(DEPLOYMENT, "heater", "spec.replicas", rng.randint(1, max_replicas))
+        elif knob == 1:
+            limit = rng.choice(("250m", "500m", "1000m", "2"))
+            twin.set_property(DEPLOYMENT, "heater", CPU_LIMIT_PATH, limit)
+        elif knob == 2:
+            twin.set_property(NODE_POOL, "workers", "nodeCount", float(rng.randint(1, 5)))
+        else:
+            twin.set_property(NODE_POOL, "workers", "size", rng.choice(WORKER_SIZES))

@@ -10,9 +10,7 @@ import pytest
 from infragym.apps.workload import constant
 from infragym.twin.model import TwinParams
 from infragym.twin.twin import CPU_LIMIT_PATH, Twin
-from tests.twin.graphs import DEPLOYMENT, NODE_POOL, web_app
-
-SIZES = ("s-1vcpu-2gb", "s-2vcpu-4gb", "s-4vcpu-8gb")
+from tests.twin.graphs import DEPLOYMENT, random_knob_changes, web_app
 
 
 def _state(twin: Twin) -> tuple:
@@ -36,17 +34,7 @@ def _replay(seed: int, fast: bool, hpa: dict | None) -> list[tuple]:
     twin.fast_paths = fast
     states = []
     for _ in range(150):
-        for _ in range(rng.randrange(4)):
-            knob = rng.randrange(4)
-            if knob == 0:
-                twin.set_property(DEPLOYMENT, "heater", "spec.replicas", rng.randint(1, 12))
-            elif knob == 1:
-                limit = rng.choice(("250m", "500m", "1000m", "2"))
-                twin.set_property(DEPLOYMENT, "heater", CPU_LIMIT_PATH, limit)
-            elif knob == 2:
-                twin.set_property(NODE_POOL, "workers", "nodeCount", float(rng.randint(1, 5)))
-            else:
-                twin.set_property(NODE_POOL, "workers", "size", rng.choice(SIZES))
+        random_knob_changes(twin, rng)
         twin.advance(rng.choice((10.0, 30.0, 30.0, 120.0)))
         states.append(_state(twin))
     return states

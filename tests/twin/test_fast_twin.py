@@ -31,10 +31,15 @@ from infragym.knobs import Choice, IntRange, Knob
 from infragym.twin import fast
 from infragym.twin.fast import FastTwin, ReferenceNeeded, make_twin
 from infragym.twin.model import TwinParams
-from infragym.twin.twin import CPU_LIMIT_PATH, Twin
-from tests.twin.graphs import DEPLOYMENT, NODE_POOL, web_app
+from infragym.twin.twin import Twin
+from tests.twin.graphs import (
+    DEPLOYMENT,
+    NODE_POOL,
+    WORKER_SIZES,
+    random_knob_changes,
+    web_app,
+)
 
-SIZES = ("s-1vcpu-2gb", "s-2vcpu-4gb", "s-4vcpu-8gb")
 SHAPES = {
     "constant": Constant(rate=120.0),
     "ramp": Ramp(start=20.0, end=200.0, duration=1800.0),
@@ -56,26 +61,12 @@ def _state(twin: Twin) -> tuple:
     return metrics, nodes, tuple(pods), twin.cost_usd, twin.hourly_cost(), twin.t
 
 
-def _random_changes(twin: Twin, rng: random.Random) -> None:
-    for _ in range(rng.randrange(4)):
-        knob = rng.randrange(4)
-        if knob == 0:
-            twin.set_property(DEPLOYMENT, "heater", "spec.replicas", rng.randint(1, 14))
-        elif knob == 1:
-            limit = rng.choice(("250m", "500m", "1000m", "2"))
-            twin.set_property(DEPLOYMENT, "heater", CPU_LIMIT_PATH, limit)
-        elif knob == 2:
-            twin.set_property(NODE_POOL, "workers", "nodeCount", float(rng.randint(1, 5)))
-        else:
-            twin.set_property(NODE_POOL, "workers", "size", rng.choice(SIZES))
-
-
 def _rollout(cls: type[Twin], records, seed: int, noise: bool, steps: int = 120) -> list[tuple]:
     rng = random.Random(seed)
     twin = cls(records, seed=seed, params=TwinParams(noise=noise))
     states = []
     for _ in range(steps):
-        _random_changes(twin, rng)
+        random_knob_changes(twin, rng, max_replicas=14)
         twin.advance(rng.choice((10.0, 30.0, 30.0, 120.0)))
         states.append(_state(twin))
     return states
@@ -154,7 +145,7 @@ class _Graph(SimBackend):
 def test_the_backend_carries_on_on_the_python_twin_after_a_change_the_core_does_not_model():
     records = web_app(replicas=2, schedule=Schedule(shape=SHAPES["spikes"]))
     replicas = _knob("replicas", DEPLOYMENT, "heater", "spec.replicas", IntRange(1, 10))
-    size = _knob("size", NODE_POOL, "workers", "size", Choice(SIZES))
+    size = _knob("size", NODE_POOL, "workers", "size", Choice(WORKER_SIZES))
     request = _knob(
         "request",
         DEPLOYMENT,
