@@ -25,6 +25,7 @@ from infragym.apps.workload import Schedule
 from infragym.backends.base import ResourceRecord
 from infragym.catalog import Size, unknown_choice
 from infragym.errors import ConfigError
+from infragym.metrics import METRICS
 from infragym.twin import builder
 from infragym.twin.model import Node, PodView, TwinParams
 from infragym.twin.twin import _EXP_QUANTILES, Twin
@@ -32,13 +33,8 @@ from infragym.twin.twin import _EXP_QUANTILES, Twin
 ENGINES = ("auto", "python", "native")
 """The twin engines :func:`make_twin` can build."""
 _ROLES = {"other": 0, "heater": 1, "siege": 2}
-METRIC_NAMES = (
-    "request_rate", "offered_rate", "latency_p50", "latency_p95", "latency_p99",
-    "error_ratio", "cpu_utilisation_requests", "cpu_utilisation_limits",
-    "replicas_desired", "replicas_ready", "nodes_ready", "pods_pending", "cost_hourly",
-)  # fmt: skip
-"""The metrics the core returns, in :meth:`Twin._metrics`' order."""
-
+METRIC_NAMES = tuple(METRICS)
+"""The metrics the core returns, in this order: :meth:`Twin._metrics`' (the tests check)."""
 
 _MISSING: Any = object()
 
@@ -90,8 +86,9 @@ class FastTwin(Twin):
     ) -> None:
         super().__init__(records, seed, params)
         self._core = self._hand_over()
-        self._sizes_by_value: dict[Any, tuple[int, float, float, float]] = {}
-        self._limits: dict[tuple[int, Any], float | None] = {}  # (workload, value) → limit
+        # Memos of what a knob value means: (type, value) → size; (workload, type, value) → limit.
+        self._sizes_by_value: dict[tuple | None, tuple[int, float, float, float]] = {}
+        self._limits: dict[tuple | None, float | None] = {}
 
     def _hand_over(self) -> Any:
         """Build the core from this twin's state (just built, at time 0)."""
@@ -117,7 +114,7 @@ class FastTwin(Twin):
                 node_ref[n] = (p, i)
                 nodes.append(
                     (
-                        int(n.name.rsplit("-", 1)[1]),
+                        int(n.name.rsplit("-", 1)[1]),  # the pool's serial (see _add_nodes)
                         self._size_tuple(n.size),
                         n.created_at,
                         n.ready_at,
@@ -187,11 +184,12 @@ class FastTwin(Twin):
         # The pod's limit is a function of this value alone here: the core takes no other
         # change to the Deployment, so its other containers stay as they were.
         w = self._workload_index[key]
-        limit = self._limits.get((w, value), _MISSING) if _plain(value) else _MISSING
+        memo = (w, type(value), value) if _plain(value) else None  # typed: 1 is not True
+        limit = self._limits.get(memo, _MISSING)
         if limit is _MISSING:
             limit = builder.deployment_cpu_limit(record.inputs)
-            if _plain(value):
-                self._limits[(w, value)] = limit
+            if memo is not None:
+                self._limits[memo] = limit
         self._core.set_cpu_limit(w, limit)
 
     def _set_pool_property(
@@ -200,11 +198,12 @@ class FastTwin(Twin):
         if path == "nodeCount":
             self._core.set_pool_count(self._pool_index[key], int(value))
             return
-        size = self._sizes_by_value.get(value) if _plain(value) else None
+        memo = (type(value), value) if _plain(value) else None
+        size = self._sizes_by_value.get(memo)
         if size is None:
             size = self._size_tuple(builder.node_size(str(value)))
-            if _plain(value):
-                self._sizes_by_value[value] = size
+            if memo is not None:
+                self._sizes_by_value[memo] = size
         self._core.set_pool_size(self._pool_index[key], size)
 
     def _apply_property(
@@ -233,17 +232,8 @@ class FastTwin(Twin):
         """Copies of the pools' nodes (removed ones too, until dropped), by core id."""
         pools = list(self.pools.values())
         nodes = {}
-        for (
-            nid,
-            p,
-            serial,
-            sid,
-            created,
-            ready_at,
-            removed_at,
-            cpu_req,
-            mem_req,
-        ) in self._core.pool_nodes():
+        for row in self._core.pool_nodes():
+            nid, p, serial, sid, created, ready_at, removed_at, cpu_req, mem_req = row
             pool, size = pools[p], self._sizes[sid]
             cpu, memory = size.allocatable_cpu, size.allocatable_memory_gib
             node = Node(f"{pool.name}-{serial}", pool, size, created, ready_at, cpu, memory)

@@ -15,6 +15,7 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use pyo3::{PyTraverseError, PyVisit};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -450,7 +451,7 @@ struct Core {
     node_boot_s: f64,
     pod_startup_s: f64,
     exp_quantiles: [f64; 3],
-    pod_latency: PyObject,
+    pod_latency: Option<PyObject>, // None once cleared by the garbage collector
     static_hourly: f64,
     #[pyo3(get)]
     t: f64,
@@ -583,7 +584,7 @@ impl Core {
             node_boot_s,
             pod_startup_s,
             exp_quantiles: [exp_quantiles.0, exp_quantiles.1, exp_quantiles.2],
-            pod_latency,
+            pod_latency: Some(pod_latency),
             static_hourly,
             t,
             cost_usd,
@@ -605,6 +606,24 @@ impl Core {
         core.sched_dirty = sched_dirty;
         core.current = core.serving_plan(t);
         Ok(core)
+    }
+
+    /// The Python objects the core holds, for the garbage collector: the latency callback
+    /// is the twin's bound method, so twin and core form a cycle.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(f) = &self.pod_latency {
+            visit.call(f)?;
+        }
+        for w in &self.workloads {
+            if let Some(schedule) = &w.schedule {
+                visit.call(&schedule.mean_rate)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.pod_latency = None;
     }
 
     /// `Twin._set_replicas`.
@@ -1286,7 +1305,10 @@ impl Core {
                     lam_pod / mu * (-rate * work.timeout).exp(),
                 )
             } else {
-                self.pod_latency
+                let pod_latency = self.pod_latency.as_ref().ok_or_else(|| {
+                    PyValueError::new_err("the core was cleared by the garbage collector")
+                })?;
+                pod_latency
                     .call1(py, (c, mu, lam_pod, work.scv, work.timeout))?
                     .extract::<(f64, f64, f64, f64)>(py)?
             };

@@ -9,8 +9,10 @@ core does not model.
 
 from __future__ import annotations
 
+import gc
 import math
 import random
+import weakref
 
 import pytest
 
@@ -197,3 +199,14 @@ def test_without_the_extension_auto_is_the_python_twin_and_native_says_how_to_in
     assert type(make_twin(web_app(), 0, TwinParams(), "auto")) is Twin
     with pytest.raises(ConfigError, match=r"pip install \./native"):
         make_twin(web_app(), 0, TwinParams(), "native")
+
+
+def test_a_dropped_twin_is_collected():
+    # The core holds the twin's latency callback: the garbage collector must see the cycle,
+    # or every episode's twin would stay in memory.
+    twin = FastTwin(web_app(replicas=2, work=CpuWork(mean_ms=20.0, workers=2)), seed=0)
+    twin.advance(30.0)
+    ref = weakref.ref(twin)
+    del twin
+    gc.collect()
+    assert ref() is None
