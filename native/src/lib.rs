@@ -45,7 +45,7 @@ struct Node {
 
 impl Node {
     fn ready(&self, t: f64) -> bool {
-        self.ready_at <= t && self.removed_at.map_or(true, |r| r > t)
+        self.ready_at <= t && self.removed_at.is_none_or(|r| r > t)
     }
 
     fn fits(&self, w: &Workload) -> bool {
@@ -829,7 +829,7 @@ impl Core {
         for &id in &self.pools[p].nodes {
             let node = &mut self.nodes[id];
             if node.ready_at <= t {
-                if node.removed_at.map_or(true, |r| r > t) {
+                if node.removed_at.is_none_or(|r| r > t) {
                     node.removed_at = Some(ready_at);
                 }
                 kept.push(id);
@@ -886,7 +886,7 @@ impl Core {
                 let n = &self.nodes[id];
                 let ra = n.ready_at;
                 if ra <= t {
-                    if n.removed_at.map_or(true, |r| r > t) {
+                    if n.removed_at.is_none_or(|r| r > t) {
                         ready.push(id);
                         hourly += n.size.price;
                     }

@@ -14,8 +14,10 @@ import math
 import random
 import weakref
 
+import gymnasium as gym
 import pytest
 
+import infragym  # noqa: F401  (registers the envs)
 from infragym.apps.workload import (
     Constant,
     CpuWork,
@@ -210,3 +212,21 @@ def test_a_dropped_twin_is_collected():
     del twin
     gc.collect()
     assert ref() is None
+
+
+def test_the_env_gives_the_same_episodes_on_both_engines():
+    runs = []
+    for engine in ("native", "python"):
+        env = gym.make("SimpleK8sWebApp-v0", backend_options={"twin_engine": engine})
+        assert type(env.unwrapped.backend).__name__ == "SimBackend"
+        env.action_space.seed(3)
+        obs, _ = env.reset(seed=3)
+        twin = type(env.unwrapped.backend.twin)
+        assert twin is (FastTwin if engine == "native" else Twin)
+        steps = [obs.tolist()]
+        for _ in range(60):
+            obs, reward, _, _, info = env.step(env.action_space.sample())
+            steps.append((obs.tolist(), reward, info["knobs"], info["cost_usd"]))
+        env.close()
+        runs.append(steps)
+    assert runs[0] == runs[1]
