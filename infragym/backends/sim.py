@@ -95,27 +95,35 @@ class SimBackend(Backend):
         twin = self.twin
         if twin is None:
             twin = self._twin()  # raises the error
+        changes = tuple(changes)
+        done = 0
         try:
             for knob, value in changes:
-                twin.set_property(knob.type, knob.resource, knob.path, value)
-        except ReferenceNeeded:
-            twin = self._replay_on_reference()
-            for knob, value in changes:
-                twin.set_property(knob.type, knob.resource, knob.path, value)
-        if self._recording:
-            self._history.append(changes)
+                try:
+                    twin.set_property(knob.type, knob.resource, knob.path, value)
+                except ReferenceNeeded:
+                    twin = self._replay_on_reference(changes[:done])
+                    twin.set_property(knob.type, knob.resource, knob.path, value)
+                done += 1
+        finally:  # what was applied, even when a later change is refused
+            if self._recording and done:
+                self._history.append(changes[:done])
         layers: list[str] = []
         for knob, _ in changes:
             if knob.layer not in layers:
                 layers.append(knob.layer)
         return ApplyResult(layers_updated=tuple(layers))
 
-    def _replay_on_reference(self) -> Twin:
-        """Rebuild the episode so far on the Python twin and make it the twin."""
+    def _replay_on_reference(self, applied: tuple[Change, ...]) -> Twin:
+        """Rebuild the episode so far on the Python twin and make it the twin.
+
+        Args:
+            applied: The changes of the current :meth:`apply` already made.
+        """
         assert self._episode is not None
         records, seed = self._episode
         twin = Twin(records, seed, self.twin_params)
-        for entry in self._history:
+        for entry in [*self._history, applied]:
             if isinstance(entry, float):
                 twin.advance(entry)
             else:

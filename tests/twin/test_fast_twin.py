@@ -150,6 +150,7 @@ def test_the_backend_carries_on_on_the_python_twin_after_a_change_the_core_does_
     records = web_app(replicas=2, schedule=Schedule(shape=SHAPES["spikes"]))
     replicas = _knob("replicas", DEPLOYMENT, "heater", "spec.replicas", IntRange(1, 10))
     size = _knob("size", NODE_POOL, "workers", "size", Choice(WORKER_SIZES))
+    count = _knob("count", NODE_POOL, "workers", "nodeCount", IntRange(1, 5))
     request = _knob(
         "request",
         DEPLOYMENT,
@@ -160,6 +161,7 @@ def test_the_backend_carries_on_on_the_python_twin_after_a_change_the_core_does_
     steps: list[list[Change]] = [
         [(replicas, 4)],
         [(size, "s-1vcpu-2gb"), (replicas, 6)],
+        [(count, 3), (size, "s-3vcpu-6gb")],  # refused after the first change is made
         [],
         [(replicas, 3), (request, "500m")],  # the core hands over here
         [(size, "s-4vcpu-8gb")],
@@ -172,7 +174,10 @@ def test_the_backend_carries_on_on_the_python_twin_after_a_change_the_core_does_
         assert type(backend.twin) is (FastTwin if engine == "native" else Twin)
         states = []
         for changes in steps:
-            if changes:
+            if any(value == "s-3vcpu-6gb" for _, value in changes):
+                with pytest.raises(ConfigError, match="s-3vcpu-6gb"):
+                    backend.apply(changes)
+            elif changes:
                 backend.apply(changes)
             backend.advance(60.0)
             states.append(_state(backend.twin))
