@@ -10,9 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from infragym.knobs import Knob
+
+if TYPE_CHECKING:
+    from infragym.backends.updates import LayerQueue
 
 
 @dataclass(frozen=True)
@@ -55,18 +58,41 @@ class ApplyResult(NamedTuple):
     """What an :meth:`Backend.apply` did (a named tuple: one is built per applying step).
 
     Attributes:
-        layers_updated: Layers whose stacks (or twin objects) changed, in order.
+        layers_updated: Layers whose update started (immediate actuation: ran), in order.
         engine_calls: Pulumi engine operations run (always 0 for the sim).
         seconds: Wall-clock seconds spent.
+        layers_queued: Layers whose changes wait for the layer's update in flight.
     """
 
     layers_updated: tuple[str, ...] = ()
     engine_calls: int = 0
     seconds: float = 0.0
+    layers_queued: tuple[str, ...] = ()
+
+
+Actuation = Literal["async", "immediate"]
+"""How :meth:`Backend.apply` acts.
+
+``async`` (real infrastructure's way): ``apply`` sets desired state; each layer runs one
+update at a time in the background, changes to a busy layer wait (coalesced) for it to
+complete, and nothing started is cancelled (:mod:`infragym.backends.updates`).
+``immediate``: ``apply`` brings the layers to the desired state before it returns
+(SimpleK8sWebApp-v0's dynamics).
+"""
+
+ACTUATIONS: tuple[str, ...] = ("async", "immediate")
 
 
 class Backend(ABC):
-    """The interface every backend implements."""
+    """The interface every backend implements.
+
+    Attributes:
+        queue: Desired, in-flight and applied knob values per layer (set by
+            :meth:`reset`; the env records the deployed knob values in it with
+            :meth:`~infragym.backends.updates.LayerQueue.deployed`).
+    """
+
+    queue: LayerQueue
 
     @abstractmethod
     def reset(self, layers: Sequence[LayerSpec], seed: int | None = None) -> None:
@@ -74,7 +100,8 @@ class Backend(ABC):
 
     @abstractmethod
     def apply(self, changes: Sequence[Change]) -> ApplyResult:
-        """Set knob values; only layers whose desired state changed are touched."""
+        """Set knob values as desired state; only layers whose desired state changed are
+        touched (see :data:`Actuation` for when they change)."""
 
     @abstractmethod
     def advance(self, seconds: float) -> None:
