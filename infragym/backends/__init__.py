@@ -27,13 +27,27 @@ __all__ = [
 
 
 def make_backend(name: str, **kwargs: Any) -> Backend:
-    """Create a backend by name; imports it lazily so ``sim`` never loads the engine."""
+    """Create a backend by name; imports it lazily so ``sim`` never loads the engine.
+
+    The options are checked first (:func:`infragym.backends.options.check_options`): an
+    unknown name is named with the valid ones listed, and no message shows a value that
+    may hold a credential.
+
+    Raises:
+        ConfigError: An unknown backend, or an unknown or invalid option.
+    """
     if name == "sim":
-        from infragym.backends.sim import SimBackend
+        from infragym.backends.sim import SimBackend as cls
+    elif name == "pulumi":
+        from infragym.backends.pulumi import PulumiBackend as cls
+    else:
+        shown = name if isinstance(name, str) else f"<{type(name).__name__}>"
+        raise ConfigError(f"unknown backend {shown!r}; valid choices: {', '.join(BACKENDS)}")
+    from infragym.backends.options import check_options
 
-        return SimBackend(**kwargs)
-    if name == "pulumi":
-        from infragym.backends.pulumi import PulumiBackend
-
-        return PulumiBackend(**kwargs)
-    raise ConfigError(f"unknown backend {name!r}; valid choices: {', '.join(BACKENDS)}")
+    options = check_options(name, cls, kwargs)
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        # gym.make would rewrite a TypeError to show every argument, credentials included.
+        raise ConfigError(f"{name} backend: invalid backend_options ({exc})") from None

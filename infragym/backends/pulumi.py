@@ -54,6 +54,10 @@ from infragym.knobs import Knob, get_path
 
 log = logging.getLogger(__name__)
 
+_NO_DEPLOYMENT = (
+    "the pulumi backend has no deployment: call reset() first (the last reset failed, "
+    "or there was none)"
+)
 _DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
@@ -180,13 +184,17 @@ class PulumiBackend(Backend):
             ls.settings = settings
             ls.knobs.clear()
         self._order = order
-        engine = self._engine_ready()
-        for name in order:
-            ls = self._layers[name]
-            self._attach(ls, engine)
-            key = self._desired_key(ls)
-            if key != ls.applied:
-                self._up(ls, key)
+        try:
+            engine = self._engine_ready()
+            for name in order:
+                ls = self._layers[name]
+                self._attach(ls, engine)
+                key = self._desired_key(ls)
+                if key != ls.applied:
+                    self._up(ls, key)
+        except BaseException:
+            self._order = []  # no deployment to step on: apply and observe say so
+            raise
 
     def apply(self, changes: Sequence[Change]) -> ApplyResult:
         """Set knob values; ``up`` only the layers whose desired state changed.
@@ -200,7 +208,7 @@ class PulumiBackend(Backend):
         t0 = time.monotonic()
         calls0 = self.engine_calls
         if not self._order:
-            raise ConfigError("the pulumi backend has no deployment yet: call reset() first")
+            raise ConfigError(_NO_DEPLOYMENT)
         for change in changes:
             self._check_change(change)
         before = {name: dict(self._layers[name].knobs) for name in self._order}
@@ -251,6 +259,8 @@ class PulumiBackend(Backend):
         """
         from infragym.twin.cost import hourly_cost
 
+        if not self._order:
+            raise ConfigError(_NO_DEPLOYMENT)
         names = list(metric_names)
         measured = [n for n in names if n != "cost_hourly"]
         values: dict[str, float] = {}

@@ -136,11 +136,19 @@ def parse_state_url(url: str | None) -> StateBackend:
     """Parse a state backend URL (``None`` means :data:`DEFAULT_STATE_URL`).
 
     Raises:
-        ConfigError: The scheme is unknown, the bucket is missing, or a Spaces region is
-            not one of :data:`infragym.catalog.SPACES_REGIONS`.
+        ConfigError: The URL does not parse, the scheme is unknown, the bucket is
+            missing, or a Spaces region is not one of
+            :data:`infragym.catalog.SPACES_REGIONS`.
     """
     raw = url or os.environ.get("INFRAGYM_STATE_URL") or DEFAULT_STATE_URL
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018  (parsed lazily: raises for a port out of range)
+    except ValueError as exc:  # "Invalid IPv6 URL" (s3://[bad), a bad port
+        raise ConfigError(
+            f"state URL is not a valid URL ({exc}; the URL is not shown, as it may hold "
+            "credentials): use file://DIR, s3://BUCKET?region=... or spaces://BUCKET?region=nyc3"
+        ) from None
     scheme = parts.scheme.lower()
     safe = _redact(raw)
     if scheme == "file":
