@@ -229,6 +229,32 @@ METRICS: dict[str, Metric] = {
             20.0,
         ),
         Metric(
+            "replicas_starting",
+            "count",
+            "Heater replicas created but not Ready yet (Pending, or starting on a node).",
+            "clamp_min(sum(max by (namespace, deployment) "
+            '(kube_deployment_status_replicas{{deployment="{app}"}})) - sum(max by '
+            '(namespace, deployment) (kube_deployment_status_replicas_ready{{deployment="{app}"}}'
+            ")), 0) or vector(0)",
+            20.0,
+        ),
+        Metric(
+            "nodes_booting",
+            "count",
+            "Nodes asked for and not Ready yet (a droplet booting; the backend's view of its "
+            "node pools, since a node is invisible to Kubernetes until it registers).",
+            None,
+            10.0,
+        ),
+        Metric(
+            "next_node_ready_s",
+            "s",
+            "Seconds until the next booting node is Ready (0 when none boots; the backend's "
+            "estimate from when it asked for the node and the boot time).",
+            None,
+            300.0,
+        ),
+        Metric(
             "cost_hourly",
             "USD/h",
             "What the deployment's resources cost per hour at DigitalOcean's list prices.",

@@ -14,7 +14,16 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from infragym.backends.base import ApplyResult, Backend, Change, LayerSpec, ResourceRecord
+from infragym.backends.base import (
+    ACTUATIONS,
+    ApplyResult,
+    Backend,
+    Change,
+    LayerSpec,
+    ResourceRecord,
+)
+from infragym.backends.updates import LayerQueue
+from infragym.catalog import unknown_choice
 from infragym.errors import ConfigError
 from infragym.twin.fast import FastTwin, ReferenceNeeded, make_twin
 from infragym.twin.model import TwinParams
@@ -56,6 +65,9 @@ class SimBackend(Backend):
         twin_params: Timing and behaviour assumptions of the twin.
         twin_engine: ``auto`` (the compiled twin when it is installed and models the
             graph, else the Python one), ``python`` or ``native``.
+        actuation: ``immediate`` (a change acts at once) or ``async`` (each layer runs one
+            update at a time, and a change to a busy layer waits: :meth:`Twin.request`).
+            The compiled twin runs ``immediate`` only; ``async`` runs on the Python twin.
 
     The compiled twin models the knobs of the built-in environments. When a change it
     does not model comes (:class:`~infragym.twin.fast.ReferenceNeeded`), the backend
@@ -68,7 +80,16 @@ class SimBackend(Backend):
         deployment: str = "sim",
         twin_params: TwinParams | None = None,
         twin_engine: str = "auto",
+        actuation: str = "immediate",
     ) -> None:
+        if actuation not in ACTUATIONS:
+            raise ConfigError(unknown_choice("actuation", actuation, ACTUATIONS))
+        if actuation == "async" and twin_engine == "native":
+            raise ConfigError(
+                "twin engine 'native' runs immediate actuation only (the compiled core does "
+                "not model layer updates yet); use 'auto' or 'python' with actuation='async'"
+            )
+        self.actuation = actuation
         self.deployment = deployment
         self.twin_params = twin_params or TwinParams()
         self.twin_engine = twin_engine
@@ -79,6 +100,11 @@ class SimBackend(Backend):
         self._history: list[Sequence[Change] | float] = []
         self._recording = False
 
+    @property
+    def queue(self) -> LayerQueue:  # type: ignore[override]
+        """The twin's layer queue (the twin models when updates complete)."""
+        return self._twin().queue
+
     def _twin(self) -> Twin:
         if self.twin is None:
             raise ConfigError("the sim backend has no deployment yet: call reset() first")
@@ -86,7 +112,8 @@ class SimBackend(Backend):
 
     def reset(self, layers: Sequence[LayerSpec], seed: int | None = None) -> None:
         records = resource_graph(layers, self.deployment)
-        self.twin = make_twin(records, seed, self.twin_params, self.twin_engine)
+        engine = "python" if self.actuation == "async" else self.twin_engine
+        self.twin = make_twin(records, seed, self.twin_params, engine)
         self._episode = (records, seed)
         self._history.clear()
         self._recording = isinstance(self.twin, FastTwin)
@@ -96,6 +123,9 @@ class SimBackend(Backend):
         if twin is None:
             twin = self._twin()  # raises the error
         changes = tuple(changes)
+        if self.actuation == "async":
+            started, queued = twin.request(changes)
+            return ApplyResult(layers_updated=tuple(started), layers_queued=tuple(queued))
         done = 0
         try:
             for knob, value in changes:
@@ -108,6 +138,8 @@ class SimBackend(Backend):
         finally:  # what was applied, even when a later change is refused
             if self._recording and done:
                 self._history.append(changes[:done])
+            for update in twin.queue.request(changes[:done], twin.t):  # done at once
+                twin.queue.complete(update.layer, twin.t)
         layers: list[str] = []
         for knob, _ in changes:
             if knob.layer not in layers:
@@ -123,6 +155,7 @@ class SimBackend(Backend):
         assert self._episode is not None
         records, seed = self._episode
         twin = Twin(records, seed, self.twin_params)
+        twin.queue = self._twin().queue
         for entry in [*self._history, applied]:
             if isinstance(entry, float):
                 twin.advance(entry)
@@ -157,7 +190,12 @@ class SimBackend(Backend):
 
     def info(self) -> dict[str, Any]:
         twin = self._twin()
-        return {"unmodelled": twin.unmodelled, "cost_usd": twin.cost_usd, "time_s": twin.t}
+        return {
+            "unmodelled": twin.unmodelled,
+            "cost_usd": twin.cost_usd,
+            "time_s": twin.t,
+            "updates": twin.queue.state(),
+        }
 
     def close(self) -> None:
         self.twin = None

@@ -7,6 +7,10 @@ ENV_IDS: dict[str, dict] = {
         "entry_point": "infragym.envs.simple_k8s_web_app:SimpleK8sWebAppEnv",
         "max_episode_steps": 120,
     },
+    "SimpleK8sWebApp-v1": {
+        "entry_point": "infragym.envs.simple_k8s_web_app_v1:SimpleK8sWebAppV1Env",
+        "max_episode_steps": 120,
+    },
 }
 """Environment id → registration keyword arguments."""
 

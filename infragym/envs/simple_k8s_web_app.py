@@ -166,6 +166,10 @@ class SimpleK8sWebAppEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    cpu_limits: tuple[str, ...] = ("250m", "500m", "750m", "1000m")
+    """The heater CPU limit knob's domain."""
+    actuation = "immediate"
+    """How the backend acts on a change (:data:`infragym.backends.base.Actuation`)."""
 
     def __init__(
         self,
@@ -189,7 +193,7 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.render_mode = render_mode
         self.step_seconds = float(step_seconds)
         self.episode_seconds = self.step_seconds * max_episode_steps
-        self.knobs = default_knobs(node_sizes or DEFAULT_NODE_SIZES)
+        self.knobs = default_knobs(node_sizes or DEFAULT_NODE_SIZES, cpu_limits=self.cpu_limits)
         self.codec = ActionCodec(self.knobs, action_mode)
         self.reward_fn = reward or default_reward()
         self.scenario_names = tuple(scenarios or scenario_lib.SCENARIOS)
@@ -198,6 +202,7 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.settings = self._layer_settings(settings or {})
         self.backend_name = backend
         options = dict(backend_options or {})
+        options.setdefault("actuation", self.actuation)
         if backend == "pulumi":
             options.setdefault("window_seconds", self.step_seconds)  # PromQL covers one step
         self.backend = make_backend(backend, **options)
@@ -251,7 +256,9 @@ class SimpleK8sWebAppEnv(gym.Env):
             raise ConfigError(f"unknown reset options {sorted(options)}; valid: ['scenario']")
         if name is None:
             name = self.scenario_names[int(self.np_random.integers(len(self.scenario_names)))]
-        schedule = scenario_lib.get(name)(self.np_random, self.episode_seconds)
+        schedule = scenario_lib.get(name)(
+            self.np_random, self.episode_seconds, getattr(self, "split", "train")
+        )
         self.scenario = name
         backend_seed = int(self.np_random.integers(2**31))
         self.backend.reset(self._layers(schedule), seed=backend_seed)

@@ -34,6 +34,9 @@ class TwinParams:
         noise: Draw each step's request count from a Poisson distribution around the
             schedule (what a real step of finite length measures); the queueing itself
             runs at the scheduled rate. Off for checks against queueing theory.
+        deployment_await_s: How long an update of a layer waits for its Deployments to
+            roll out before it gives up: pulumi-kubernetes' default await timeout for a
+            Deployment (10 minutes). Only with asynchronous actuation (layer updates).
         db_query_ms: CPU milliseconds the database spends on one heater query. An
             assumption: PostgreSQL answers a primary-key lookup in well under a
             millisecond of CPU, a small join or aggregate in a few; set it for your query.
@@ -47,6 +50,7 @@ class TwinParams:
     ca_scale_down_utilisation: float = 0.5
     noise: bool = True
     db_query_ms: float = 2.0
+    deployment_await_s: float = 600.0
 
 
 @dataclass(eq=False, slots=True)

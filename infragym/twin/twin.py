@@ -31,7 +31,8 @@ from functools import partial
 from typing import Any
 
 from infragym.apps.workload import CpuWork
-from infragym.backends.base import ResourceRecord
+from infragym.backends.base import Change, ResourceRecord
+from infragym.backends.updates import LayerQueue, Update
 from infragym.catalog import Size
 from infragym.errors import ConfigError
 from infragym.knobs import parse_path
@@ -117,6 +118,11 @@ class Twin:
         self._own_ids: set[int] = set()  # ids of the input containers the twin has copied
         self._changed_pools: list[NodePool] = []  # reconciled at the next plan
         self._slots: dict[tuple[str, str, str], tuple] = {}  # see _property_slot
+        self.queue = LayerQueue()
+        # Layer → (its update in flight, the pools and workloads it changed, its deadline).
+        self._updates: dict[str, tuple[Update, list[NodePool], list[tuple[str, str]], float]] = {}
+        self._booting = 0  # nodes booting (kept by _refresh_nodes)
+        self.update_timeouts = 0  # Deployment updates that hit the await timeout
         for r in records:
             self.records[(r.type, r.name)] = r
         for key, r in self.records.items():
@@ -242,6 +248,107 @@ class Twin:
                 parent[leaf] = previous
             raise
         self._next_event = self.t  # re-plan from now
+
+    # ----------------------------------------------------------------- layer updates
+
+    def request(self, changes: Sequence[Change]) -> tuple[list[str], list[str]]:
+        """Set knob values as desired state, reconciled one update per layer at a time.
+
+        What a real engine does (DESIGN, "The flow of one step"): a layer with no update
+        in flight starts one now; a change to a layer whose update is in flight waits in
+        the layer's queue (:class:`~infragym.backends.updates.LayerQueue`), coalesced, and
+        starts the moment that update completes. An update completes when what it changed
+        has converged: a node pool when all its nodes are Ready at the new size and count
+        and the old ones are gone (the DigitalOcean provider waits for the pool to be
+        running); a Deployment when its rollout is done and every replica is Ready, or
+        after :attr:`TwinParams.deployment_await_s` (the Kubernetes provider's await
+        timeout; the change stays made and :attr:`update_timeouts` counts it). Nothing
+        started is cancelled.
+
+        Returns:
+            The layers whose update started now, and those whose changes wait.
+
+        Raises:
+            ConfigError: A change the twin cannot model; the changes of the same update
+                made before it are undone, and the queue is as it was.
+        """
+        queued = [c.knob.layer for c in changes if c.knob.layer in self._updates]
+        saved = (dict(self.queue.requested), {k: dict(v) for k, v in self.queue.queued.items()})
+        started = self.queue.request(changes, self.t)
+        for i, update in enumerate(started):
+            try:
+                self._start_update(update)
+            except Exception:
+                for undone in started[i:]:
+                    del self.queue.in_flight[undone.layer]
+                self.queue.requested, self.queue.queued = saved
+                raise
+        return [u.layer for u in started], list(dict.fromkeys(queued))
+
+    def _start_update(self, update: Update) -> None:
+        """Apply an update's changes to the world and watch it until it completes."""
+        pools: list[NodePool] = []
+        workloads: list[tuple[str, str]] = []
+        made: list[tuple[Change, Any]] = []
+        try:
+            for change in update.changes:
+                knob = change.knob
+                key = (knob.type, knob.resource)
+                before = get_path_or_missing(self._record(*key).inputs, knob.path)
+                self.set_property(knob.type, knob.resource, knob.path, change.value)
+                made.append((change, before))
+                if key in self.pools and self.pools[key] not in pools:
+                    pools.append(self.pools[key])
+                elif key in self.workloads and key not in workloads:
+                    workloads.append(key)
+        except Exception:
+            for change, before in reversed(made):  # all or nothing, as one `up` would be
+                if before is not _MISSING:
+                    knob = change.knob
+                    self.set_property(knob.type, knob.resource, knob.path, before)
+            raise
+        deadline = self.t + self.params.deployment_await_s if workloads else _INF
+        self._updates[update.layer] = (update, pools, workloads, deadline)
+
+    def _settle_updates(self, t: float) -> bool:
+        """Complete the updates that are done at ``t``; start what waited for them.
+
+        Returns:
+            Whether a queued update started (the world changed: plan again).
+        """
+        started = False
+        for layer, (_, pools, workloads, deadline) in list(self._updates.items()):
+            converged = all(self._pool_converged(p, t) for p in pools) and all(
+                self._rollout_done(self.workloads[k], t) for k in workloads
+            )
+            if not converged and t < deadline:
+                continue
+            if not converged:
+                self.update_timeouts += 1
+            del self._updates[layer]
+            nxt = self.queue.complete(layer, t)
+            if nxt is not None:
+                self._start_update(nxt)
+                started = True
+        return started
+
+    @staticmethod
+    def _pool_converged(pool: NodePool, t: float) -> bool:
+        slug = pool.size.slug
+        nodes = pool.nodes
+        return len(nodes) == pool.count and all(
+            n.removed_at is None and n.ready_at <= t and n.size.slug == slug for n in nodes
+        )
+
+    @staticmethod
+    def _rollout_done(w: Workload, t: float) -> bool:
+        return (
+            w.rollout_done_at <= t and w.pod_count == w.replicas and w.ready_count(t) == w.replicas
+        )
+
+    def updates_in_flight(self) -> dict[str, float]:
+        """Layer → seconds its update has been in flight."""
+        return {layer: self.t - u.started_at for layer, (u, *_) in self._updates.items()}
 
     def _property_slot(
         self, type_token: str, name: str, path: str
@@ -482,6 +589,7 @@ class Twin:
         ready: list[Node] = []
         hourly = self._static_hourly
         boot = _INF
+        booting = 0
         for pool in self.pools.values():
             for n in pool.nodes:
                 ra = n.ready_at
@@ -489,9 +597,12 @@ class Twin:
                     if n.removed_at is None or n.removed_at > t:
                         ready.append(n)
                         hourly += n.size.price_hourly_usd
-                elif ra < boot:
-                    boot = ra
+                else:
+                    booting += 1
+                    if ra < boot:
+                        boot = ra
         self._ready = ready
+        self._booting = booting
         self._hourly = hourly
         self._next_node_ready = boot
         self._nodes_dirty = False
@@ -636,9 +747,14 @@ class Twin:
             self._schedule(t)
         self._current = plan = self._serving_plan(t)
         self._planned_at = t
+        if self._updates and self._settle_updates(t):
+            return self._plan(t)  # a queued update started: plan with its changes
         nxt = plan.next_pod_event
         if t < self._first_removal < nxt:
             nxt = self._first_removal
+        for _, _, _, deadline in self._updates.values():
+            if t < deadline < nxt:
+                nxt = deadline
         return self._next_node_ready if self._next_node_ready < nxt else nxt
 
     @staticmethod
@@ -676,7 +792,7 @@ class Twin:
         became Ready (:meth:`_merge_ready`) and finds the next pod event.
         """
         plan = _Plan()
-        pending = desired = ready_total = 0
+        pending = desired = ready_total = starting = 0
         requested = limit = 0.0
         next_event = _INF
         since = self._planned_at
@@ -717,6 +833,7 @@ class Twin:
             if heater:
                 desired += w.replicas
                 ready_total += ready
+                starting += w.pod_count - ready
                 requested += cpu_req * ready
                 limit += (w.cpu_limit if w.cpu_limit is not None else _NAN) * ready
             elif ready and w.role == "siege" and w.schedule is not None:
@@ -739,6 +856,7 @@ class Twin:
         plan.pods_pending = pending
         plan.replicas_desired = desired
         plan.replicas_ready = ready_total
+        plan.replicas_starting = starting
         plan.requested_cpu = requested
         plan.limit_cpu = limit
         plan.nodes_ready = len(self._ready)
@@ -957,6 +1075,11 @@ class Twin:
             "nodes_ready": float(plan.nodes_ready),
             "pods_pending": float(plan.pods_pending),
             "cost_hourly": plan.hourly,
+            "replicas_starting": float(plan.replicas_starting),
+            "nodes_booting": float(self._booting),
+            "next_node_ready_s": (
+                self._next_node_ready - self.t if self._next_node_ready < _INF else 0.0
+            ),
         }
 
     # ----------------------------------------------------------------- autoscalers
@@ -1028,6 +1151,16 @@ class Twin:
                 return
 
 
+def get_path_or_missing(obj: Any, path: str) -> Any:
+    """The value at a property path, or the module's missing marker."""
+    for part in parse_path(path):
+        try:
+            obj = obj[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return obj
+
+
 def hpa_proposal(
     busy_cores: float,
     cpu_request: float,
@@ -1085,7 +1218,7 @@ class _Plan:
     __slots__ = (
         "database_groups", "database_ready", "groups", "heater_pods", "hourly", "limit_cpu",
         "next_pod_event", "nodes_ready", "pods_pending", "replicas_desired", "replicas_ready",
-        "requested_cpu", "schedules",
+        "replicas_starting", "requested_cpu", "schedules",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -1094,6 +1227,7 @@ class _Plan:
         self.database_ready = False  # the database's pod is Ready
         self.schedules: list = []
         self.heater_pods = self.replicas_desired = self.replicas_ready = 0
+        self.replicas_starting = 0
         self.nodes_ready = self.pods_pending = 0
         self.requested_cpu = self.limit_cpu = self.hourly = 0.0
         self.next_pod_event = _INF  # the next pod Ready or rollout done

@@ -33,7 +33,7 @@ from infragym.backends.sim import SimBackend
 from infragym.errors import ConfigError
 from infragym.knobs import Choice, IntRange, Knob
 from infragym.twin import fast
-from infragym.twin.fast import FastTwin, ReferenceNeeded, make_twin
+from infragym.twin.fast import METRIC_NAMES, FastTwin, ReferenceNeeded, make_twin
 from infragym.twin.model import TwinParams
 from infragym.twin.twin import Twin
 from tests.twin.graphs import (
@@ -56,7 +56,10 @@ SHAPES = {
 
 
 def _state(twin: Twin) -> tuple:
-    metrics = tuple((k, None if math.isnan(v) else v) for k, v in twin.last_metrics.items())
+    # The core computes v0's metrics (it runs immediate actuation only; see METRIC_NAMES).
+    metrics = tuple(
+        (k, None if math.isnan(v) else v) for k, v in twin.last_metrics.items() if k in METRIC_NAMES
+    )
     nodes = tuple(
         (n.name, n.size.slug, n.created_at, n.ready_at, n.removed_at, n.cpu_requested)
         for n in twin.nodes()
