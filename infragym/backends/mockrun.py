@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,17 +205,6 @@ def run_layer(
         def call(self, args: pmocks.MockCallArgs):
             return {}
 
-    psettings.ROOT.set(None)
-    pmocks.set_mocks(
-        GraphMocks(),
-        project="infragym",
-        stack=f"{deployment}.{layer_name}",
-        preview=False,
-        monitor=Recorder(GraphMocks()),
-    )
-    psettings.SETTINGS.rpc_manager.clear()
-    psettings.SETTINGS.outputs.clear()
-
     resolved: dict[str, Any] = {}
     secret_names: set[str] = set()
 
@@ -228,10 +217,62 @@ def run_layer(
                 secret_names.add(key)
             resolved[key] = _sync_await(out.future())
 
-    _sync_await(run_pulumi_func(body))
+    def run_program() -> None:
+        psettings.ROOT.set(None)
+        pmocks.set_mocks(
+            GraphMocks(),
+            project="infragym",
+            stack=f"{deployment}.{layer_name}",
+            preview=False,
+            monitor=Recorder(GraphMocks()),
+        )
+        psettings.SETTINGS.rpc_manager.clear()
+        psettings.SETTINGS.outputs.clear()
+        _sync_await(run_pulumi_func(body))
+
+    _in_private_loop(run_program)
     run.outputs = resolved
     run.secret_outputs = frozenset(secret_names)
     return run
+
+
+def _in_private_loop(run: Callable[[], None]) -> None:
+    """Call ``run`` with a new asyncio event loop as this thread's, then close that loop.
+
+    The mock runtime does its RPCs in the event loop's default executor, a thread pool.
+    Left alive, that pool is what a ``fork`` (``gym.vector.AsyncVectorEnv``'s default
+    start method on Linux) cannot copy: the child inherits a pool that believes its
+    threads idle, hands them the next mock run's RPCs, and waits forever. So each run
+    gets a loop of its own, whose threads are joined and whose loop is closed before this
+    returns; a process may then fork at any time between runs. (Inside a running loop,
+    the run uses that loop, as before.)
+    """
+    import asyncio
+    import warnings
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # called from async code: no other loop may run in this thread
+        run()
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            previous: asyncio.AbstractEventLoop | None = asyncio.get_event_loop()
+        except RuntimeError:
+            previous = None
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        run()
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+            asyncio.set_event_loop(previous)
 
 
 def run_layers(
