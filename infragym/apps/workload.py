@@ -13,13 +13,14 @@ runs.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import itertools
 import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 HEATER_WORK_ENV = "HEATER_WORK"
 """Environment variable holding a :class:`CpuWork` as JSON."""
@@ -210,8 +211,65 @@ class Spikes(_Model):
         return total
 
 
+class _TraceIndex:
+    """A :class:`Trace`'s points as sorted lists plus the cumulative integral at each point.
+
+    Derived from the points once, so that :meth:`Trace.rate_at` and
+    :meth:`Trace.integral` answer with one ``bisect`` each (O(log n)) instead of a scan.
+    ``source`` is the points list it was built from: a copy with other points
+    (``model_copy(update=...)``) sees the mismatch and builds its own.
+    """
+
+    __slots__ = ("cum", "per_period", "period", "rates", "size", "source", "times")
+
+    def __init__(self, points: list[tuple[float, float]], loop: bool) -> None:
+        self.source = points
+        self.size = len(points)
+        self.times = [float(p[0]) for p in points]
+        self.rates = [float(p[1]) for p in points]
+        cum = [0.0]
+        for i in range(1, len(points)):
+            cum.append(cum[-1] + self.rates[i - 1] * (self.times[i] - self.times[i - 1]))
+        self.cum = cum
+        span = self.times[-1] - self.times[0]
+        self.period = span if loop and len(points) > 1 and span > 0 else 0.0
+        self.per_period = cum[-1]
+
+    def __eq__(self, other: object) -> bool:
+        # Derived data (or not built yet: None): never makes two traces with equal points
+        # compare unequal, as pydantic compares private attributes too.
+        return other is None or isinstance(other, _TraceIndex)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def held(self, t: float) -> float:
+        """The rate held at ``t`` (the last point at or before ``t``; the first before it)."""
+        i = bisect.bisect_right(self.times, t) - 1
+        return self.rates[i] if i >= 0 else self.rates[0]
+
+    def cumulative(self, t: float) -> float:
+        """Requests from the first point's time to ``t`` (negative before it), unlooped."""
+        i = bisect.bisect_right(self.times, t) - 1
+        if i < 0:
+            return self.rates[0] * (t - self.times[0])
+        return self.cum[i] + self.rates[i] * (t - self.times[i])
+
+    def looped(self, t: float) -> float:
+        """:meth:`cumulative` with the points repeated every :attr:`period` seconds."""
+        if not self.period:
+            return self.cumulative(t)
+        k, r = divmod(t - self.times[0], self.period)
+        return k * self.per_period + self.cumulative(self.times[0] + r)
+
+
 class Trace(_Model):
     """A recorded rate trace: ``(t, rate)`` points, held from each point to the next.
+
+    Before the first point the first rate holds, after the last the last one. With
+    ``loop``, the points repeat every ``last t - first t`` seconds (so the last point
+    only closes the period; its rate is never held). Queries take O(log n): the points
+    are indexed once, in a private attribute that JSON and equality ignore. Treat
+    ``points`` as immutable once built.
 
     Build one from a CSV file with :meth:`from_csv`.
     """
@@ -219,6 +277,7 @@ class Trace(_Model):
     kind: Literal["trace"] = "trace"
     points: list[tuple[float, float]] = Field(min_length=1)
     loop: bool = False
+    _index: _TraceIndex | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _sorted(self) -> Trace:
@@ -234,24 +293,22 @@ class Trace(_Model):
             rows = [(float(r["t"]), float(r["rate"])) for r in csv.DictReader(f)]
         return cls(points=rows, loop=loop)
 
+    def _indexed(self) -> _TraceIndex:
+        index = self._index
+        if index is None or index.source is not self.points or index.size != len(self.points):
+            index = self._index = _TraceIndex(self.points, self.loop)
+        return index
+
     def rate_at(self, t: float) -> float:
-        if self.loop and len(self.points) > 1:
-            span = self.points[-1][0] - self.points[0][0]
-            if span > 0:
-                t = self.points[0][0] + (t - self.points[0][0]) % span
-        rate = self.points[0][1]
-        for when, r in self.points:
-            if when > t:
-                break
-            rate = r
-        return rate
+        index = self._indexed()
+        if index.period:
+            t = index.times[0] + (t - index.times[0]) % index.period
+        return index.held(t)
 
     def integral(self, t0: float, t1: float) -> float:
-        """Requests scheduled in ``[t0, t1)`` (exact unless looped)."""
-        if self.loop:
-            return _midpoint(self.rate_at, t0, t1)
-        edges = [t0, *(p[0] for p in self.points if t0 < p[0] < t1), t1]
-        return sum(self.rate_at(a) * (b - a) for a, b in itertools.pairwise(edges))
+        """Requests scheduled in ``[t0, t1)`` (exact, looped or not)."""
+        index = self._indexed()
+        return index.looped(t1) - index.looped(t0)
 
 
 ScheduleShape = Annotated[
@@ -281,8 +338,8 @@ class Schedule(_Model):
         return self.shape.rate_at(t)
 
     def mean_rate(self, t0: float, t1: float) -> float:
-        """Mean scheduled rate over ``[t0, t1)``: exact for every shape but traces and
-        diurnal curves clipped at zero (midpoint rule there)."""
+        """Mean scheduled rate over ``[t0, t1)``: exact for every shape but diurnal curves
+        clipped at zero (midpoint rule there)."""
         if t1 <= t0:
             return self.rate_at(t0)
         if self.duration is not None:
