@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from infragym.cli_cluster import cluster_app
 from infragym.cli_stacks import stacks_app
 from infragym.errors import InfraGymError
 
@@ -107,6 +108,7 @@ def sizes(kubernetes: Annotated[bool, typer.Option(help="Only DOKS node sizes.")
 app.add_typer(
     stacks_app, name="stacks", help="List and destroy infragym stacks in a state backend."
 )
+app.add_typer(cluster_app, name="cluster", help="A local Kubernetes control plane (KWOK nodes).")
 
 if __name__ == "__main__":
     app()

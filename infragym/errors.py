@@ -40,6 +40,10 @@ class StateBackendError(BackendError):
     """The Pulumi state backend (file, S3 or Spaces) is unreachable or refused access."""
 
 
+class ClusterError(BackendError):
+    """The local Kubernetes control plane (``infragym cluster``) is missing, stopped or failed."""
+
+
 class MetricsError(InfraGymError):
     """A metrics source failed."""
 

@@ -8,6 +8,7 @@ from stacks.layers import (  # noqa: F401  (importing registers)
     k8s_postgresql,
     k8s_prometheus,
     k8s_siege_engine,
+    local_k8s,
 )
 
 # isort: split
