@@ -93,6 +93,10 @@ def _command_class() -> type:
     class EngineCommand(PulumiCommand):
         """A :class:`pulumi.automation.PulumiCommand` for one binary (see module doc).
 
+        Commands may run in several threads at once (the pulumi backend's background
+        updates): each thread's engine process is tracked, so that :meth:`stop` can ask
+        one to stop from another thread (a signal reaches the main thread only).
+
         Attributes:
             last_pid: PID of the last engine process started.
             interrupted: Whether the last command was interrupted by Ctrl-C.
@@ -117,6 +121,9 @@ def _command_class() -> type:
             self._secret_env = dict(secret_env or {})
             self.last_pid: int | None = None
             self.interrupted = False
+            self._procs_lock = threading.Lock()
+            self._procs: dict[int, subprocess.Popen[str]] = {}
+            self._stopped: set[int] = set()
 
         def __repr__(self) -> str:
             return f"EngineCommand({self.command!r}, version={self.version})"
@@ -151,7 +158,8 @@ def _command_class() -> type:
                     chunks.append(line)
                 stream.close()
 
-            self.interrupted = False
+            interrupted = False
+            thread = threading.get_ident()
             with subprocess.Popen(
                 [self.command, *args],
                 stdout=subprocess.PIPE,
@@ -163,6 +171,9 @@ def _command_class() -> type:
                 start_new_session=True,
             ) as proc:
                 self.last_pid = proc.pid
+                with self._procs_lock:
+                    self._procs[thread] = proc
+                    self._stopped.discard(thread)
                 readers = [
                     threading.Thread(target=consume, args=(proc.stdout, on_output, out_chunks)),
                     threading.Thread(target=consume, args=(proc.stderr, on_error, err_chunks)),
@@ -177,7 +188,7 @@ def _command_class() -> type:
                         break
                     except KeyboardInterrupt:
                         interrupts += 1
-                        self.interrupted = True
+                        interrupted = True
                         if interrupts == 1:
                             log.warning(
                                 "interrupted: the engine stops after its in-flight operations "
@@ -191,14 +202,53 @@ def _command_class() -> type:
                             proc.kill()
                 for t in readers:
                     t.join(timeout=30)
+                with self._procs_lock:
+                    self._procs.pop(thread, None)
+                    if thread in self._stopped:
+                        self._stopped.discard(thread)
+                        interrupted = True
+            self.interrupted = interrupted
             result = CommandResult(
                 stdout="\n".join(out_chunks), stderr="\n".join(err_chunks), code=proc.returncode
             )
-            if self.interrupted:
+            if interrupted:
                 raise KeyboardInterrupt
             if proc.returncode != 0:
                 raise create_command_error(result)
             return result
+
+        def running(self, thread: int) -> int | None:
+            """The PID of the engine process that ``thread`` runs now, if any."""
+            with self._procs_lock:
+                proc = self._procs.get(thread)
+                return None if proc is None else proc.pid
+
+        def stop(self, thread: int, force: bool = False) -> bool:
+            """Ask the engine process that ``thread`` runs to stop, as Ctrl-C would.
+
+            Without ``force``, the engine gets ``SIGINT``: it finishes its in-flight
+            resource operations, records them and releases the stack's lock (a second
+            call stops it sooner). With ``force``, its whole process group (the engine and
+            the plugins it started) is killed, which leaves the lock behind for
+            :meth:`Engine.clear_stale_locks`. Either way the command raises
+            ``KeyboardInterrupt`` in ``thread``.
+
+            Returns:
+                Whether an engine process was running in ``thread``.
+            """
+            with self._procs_lock:
+                proc = self._procs.get(thread)
+                if proc is None or proc.poll() is not None:
+                    return False
+                self._stopped.add(thread)
+                try:
+                    if force:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    else:
+                        proc.send_signal(signal.SIGINT)
+                except ProcessLookupError:
+                    return False
+                return True
 
     _ENGINE_COMMAND = EngineCommand
     return EngineCommand

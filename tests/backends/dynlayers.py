@@ -4,8 +4,8 @@ A :class:`FileRecord` is a resource whose "cloud" is a directory: creating it wr
 ``<dir>/<name>.json`` holding its inputs, updating rewrites it, deleting removes it, and
 a refresh notices when the file was removed behind the engine's back. Tests check the
 files to see what the engine really did. Its provider can be told to fail on create
-while a flag file exists (``failWhile``: a transient cloud error) or to take its time
-(``delay`` seconds), for the fault tests.
+while a flag file exists (``failWhile``: a transient cloud error; an update then fails
+too, after ``delay``) or to take its time (``delay`` seconds), for the fault tests.
 
 Two layers, registered by :func:`register_test_layers` (the ``test_layers`` fixture
 registers them for a test module and removes them after, so that other tests see the
@@ -90,6 +90,10 @@ class FileProvider(ResourceProvider):
         )
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        flag = news.get("failWhile")
+        if flag and os.path.exists(flag):
+            time.sleep(float(news.get("delay") or 0))
+            raise RuntimeError(f"injected failure updating {news['name']!r}")
         path = self._write(news)
         return UpdateResult(outs={**news, "path": path})
 
@@ -125,7 +129,7 @@ class BaseSettings(LayerSettings):
         cpu_limit: ``spec.template.containers[0].cpuLimit``.
         size: Exported as ``base_size`` (flows to ``test-app``).
         delay: Seconds the provider takes per create/update.
-        fail_while: Creating the record fails while this file exists.
+        fail_while: Creating or updating the record fails while this file exists.
     """
 
     dir: str
