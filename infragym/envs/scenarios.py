@@ -42,10 +42,10 @@ than recall of the variants trained on:
   as bursty as recorded. The targets keep peaks servable by the largest configuration
   (30 pods at 1 CPU, about 1500 requests/s at 20 ms each): ``trace-conv`` (30 s peaks
   about 1.5x its mean, 1 s peaks 3.2x) at 40-120 requests/s, ``trace-code`` (30 s peaks
-  5-7x, 10 s peaks up to 14x) at 20-80 requests/s.
+  5-7.5x, 10 s peaks up to 14x) at 20-80 requests/s.
 
-The first points' JSON is about 30 kB, well within an environment variable of the real
-siege-engine.
+A train schedule has about 2100 points, about 30 kB of JSON: well within what the real
+siege-engine reads from an environment variable. See ``docs/scenarios.md``.
 """
 
 from __future__ import annotations
