@@ -27,7 +27,7 @@ from infragym.catalog import Size, unknown_choice
 from infragym.errors import ConfigError
 from infragym.twin import builder
 from infragym.twin.model import Node, PodView, TwinParams
-from infragym.twin.twin import _EXP_QUANTILES, Twin
+from infragym.twin.twin import _EXP_QUANTILES, CPU_LIMIT_PATH, Twin
 
 ENGINES = ("auto", "python", "native")
 """The twin engines :func:`make_twin` can build."""
@@ -90,6 +90,10 @@ class FastTwin(Twin):
         params: TwinParams | None = None,
     ) -> None:
         super().__init__(records, seed, params)
+        # What rebuilds this twin (for copy and pickle, see __reduce__): the graph, the
+        # seed and the parameters, and the property changes and advances since, in order.
+        self._origin = (records, seed, self.params)
+        self._log: list[tuple[tuple[str, str], str, Any] | float] = []
         self._core = self._hand_over()
         # Memos of what a knob value means: (type, value) → size; (workload, type, value) → limit.
         self._sizes_by_value: dict[tuple | None, tuple[int, float, float, float]] = {}
@@ -182,8 +186,22 @@ class FastTwin(Twin):
 
     # ----------------------------------------------------------------- knobs
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Copy and pickle by replay: the compiled core's state cannot be pickled.
+
+        The copy is built from the same graph, seed and parameters, and replays this
+        twin's property changes and advances in order, which brings its core to the same
+        state (the core is deterministic); the Python-side attributes are then copied as
+        for any object (:meth:`Twin.__getstate__`). Replaying costs about what the steps
+        cost the first time.
+        """
+        state = self.__getstate__()
+        del state["_core"]
+        return (_replayed, (self._origin, list(self._log)), state)
+
     def _set_replicas(self, key: tuple[str, str], value: Any) -> None:
         self._core.set_replicas(self._workload_index[key], int(value))
+        self._log.append((key, "spec.replicas", value))
 
     def _set_pod_cpu_limit(self, key: tuple[str, str], record: ResourceRecord, value: Any) -> None:
         # The pod's limit is a function of this value alone here: the core takes no other
@@ -196,12 +214,14 @@ class FastTwin(Twin):
             if memo is not None:
                 self._limits[memo] = limit
         self._core.set_cpu_limit(w, limit)
+        self._log.append((key, CPU_LIMIT_PATH, value))
 
     def _set_pool_property(
         self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
     ) -> None:
         if path == "nodeCount":
             self._core.set_pool_count(self._pool_index[key], int(value))
+            self._log.append((key, path, value))
             return
         memo = (type(value), value) if _plain(value) else None
         size = self._sizes_by_value.get(memo)
@@ -210,6 +230,7 @@ class FastTwin(Twin):
             if memo is not None:
                 self._sizes_by_value[memo] = size
         self._core.set_pool_size(self._pool_index[key], size)
+        self._log.append((key, path, value))
 
     def _apply_property(
         self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
@@ -224,6 +245,7 @@ class FastTwin(Twin):
             raise ConfigError(f"advance needs a positive duration, got {seconds}")
         core = self._core
         self._last = core.advance(seconds)
+        self._log.append(seconds)
         self.t = core.t
         self.cost_usd = core.cost_usd
         return self._last
@@ -260,6 +282,21 @@ class FastTwin(Twin):
             for wi, count, nid, ready_at in self._core.batches()
             for _ in range(count)
         ]
+
+
+def _replayed(
+    origin: tuple[Sequence[ResourceRecord], int | None, TwinParams],
+    log: Sequence[tuple[tuple[str, str], str, Any] | float],
+) -> FastTwin:
+    """A :class:`FastTwin` built from ``origin`` that has replayed ``log`` (see __reduce__)."""
+    twin = FastTwin(*origin)
+    for entry in log:
+        if isinstance(entry, tuple):
+            (type_token, name), path, value = entry
+            twin.set_property(type_token, name, path, value)
+        else:
+            twin.advance(entry)
+    return twin
 
 
 _SHAPE_PARAMS = {

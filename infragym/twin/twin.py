@@ -163,6 +163,17 @@ class Twin:
             )
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: everything but the latency memo shared by all twins."""
+        state = self.__dict__.copy()
+        del state["_quantile_cache"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A copy shares the module's latency memo again (a pure function's values)."""
+        self.__dict__.update(state)
+        self._quantile_cache = _QUANTILES
+
     # ----------------------------------------------------------------- inspection
 
     @property
@@ -581,6 +592,8 @@ class Twin:
             pool.nodes.append(
                 Node(f"{pool.name}-{pool.serial}", pool, size, t, ready_at, cpu, memory)
             )
+        if count > 0 and ready_at > t:
+            self._booting += count
         if count > 0 and ready_at < self._next_node_ready:
             self._next_node_ready = ready_at
 
