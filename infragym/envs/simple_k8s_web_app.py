@@ -171,6 +171,11 @@ class SimpleK8sWebAppEnv(gym.Env):
     actuation = "immediate"
     """How the backend acts on a change (:data:`infragym.backends.base.Actuation`)."""
 
+    @staticmethod
+    def default_scenarios() -> tuple[str, ...]:
+        """The scenarios drawn from when ``scenarios`` is not given (v0: the synthetic ones)."""
+        return scenario_lib.SYNTHETIC
+
     def __init__(
         self,
         render_mode: str | None = None,
@@ -196,7 +201,7 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.knobs = default_knobs(node_sizes or DEFAULT_NODE_SIZES, cpu_limits=self.cpu_limits)
         self.codec = ActionCodec(self.knobs, action_mode)
         self.reward_fn = reward or default_reward()
-        self.scenario_names = tuple(scenarios or scenario_lib.SCENARIOS)
+        self.scenario_names = tuple(scenarios or self.default_scenarios())
         for name in self.scenario_names:
             scenario_lib.get(name)
         self.settings = self._layer_settings(settings or {})

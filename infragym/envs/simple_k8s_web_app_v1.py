@@ -146,8 +146,10 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
 
     Two ``s-4vcpu-8gb`` workers and 6 heater replicas at 250m request / 1000m limit, Ready
     (:data:`V1_SETTINGS`; ``settings`` overrides them). The scenario is drawn from
-    ``np_random`` among ``scenarios`` on the env's ``split``, or chosen with
-    ``reset(options={"scenario": name, "split": split})``.
+    ``np_random`` among ``scenarios`` (default: every registered one, the synthetic
+    ``constant``, ``diurnal``, ``spikes``, ``ramp`` and the real traces ``trace-conv`` and
+    ``trace-code``; see ``docs/scenarios.md``), in its variant for the env's ``split``, or
+    chosen with ``reset(options={"scenario": name, "split": split})``.
 
     ## Episode End
 
@@ -177,6 +179,11 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
 
     cpu_limits = ("500m", "750m", "1000m")
     actuation = "async"
+
+    @staticmethod
+    def default_scenarios() -> tuple[str, ...]:
+        """Every registered scenario, real traces included (:func:`scenarios.names`)."""
+        return scenario_lib.names()
 
     def __init__(
         self,
@@ -226,10 +233,7 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
 
     @staticmethod
     def _check_split(split: Any) -> str:
-        splits = scenario_lib.SPLITS
-        if split not in splits:
-            raise ConfigError(f"unknown split {split!r}; valid: {list(splits)}")
-        return split
+        return scenario_lib.check_split(split)
 
     # ------------------------------------------------------------------ gym API
 
