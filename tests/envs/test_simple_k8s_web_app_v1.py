@@ -213,9 +213,9 @@ def test_cpu_limit_domain_has_no_dead_values():
     assert limits == ("500m", "750m", "1000m")
     env.reset(seed=0, options={"scenario": "constant"})
     for limit in limits:  # each meets the SLO at a load it can carry (M/M/1 per pod)
-        _, r, _, _, info = env.step(action(env, heater_cpu_limit=limit, heater_replicas=12))
+        env.step(action(env, heater_cpu_limit=limit, heater_replicas=12))
         for _ in range(3):
-            _, r, _, _, info = env.step(action(env))
+            _, _, _, _, info = env.step(action(env))
         assert info["metrics"]["latency_p95"] <= 0.25, limit
     env.close()
 
@@ -239,7 +239,7 @@ def test_same_seed_same_episode():
     def rollout(seed):
         env = make(action_mode="delta")
         env.action_space.seed(seed)
-        obs, info = env.reset(seed=seed)
+        obs, _ = env.reset(seed=seed)
         out = [obs.tolist()]
         for _ in range(30):
             obs, r, *_ = env.step(env.action_space.sample())
