@@ -95,6 +95,7 @@ _NO_DEPLOYMENT = (
     "the pulumi backend has no deployment: call reset() first (the last reset failed, "
     "or there was none)"
 )
+"""What apply (and observe, after a failed reset) say with no deployment to act on."""
 _DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
@@ -194,6 +195,9 @@ class PulumiBackend(Backend):
         ConfigError: A bad deployment name, state URL, actuation or timeout (no engine is
             contacted here).
     """
+
+    _reset_failed = False
+    """Whether the last :meth:`reset` failed once it had started deploying."""
 
     def __init__(
         self,
@@ -300,13 +304,19 @@ class PulumiBackend(Backend):
             ls.failed = False
             ls.held = {}
         self._order = order
-        engine = self._engine_ready()
-        for name in order:
-            ls = self._layers[name]
-            self._attach(ls, engine)
-            key = self._desired_key(ls)
-            if key != ls.applied:
-                self._up(ls, key)
+        self._reset_failed = True  # until every layer is up
+        try:
+            engine = self._engine_ready()
+            for name in order:
+                ls = self._layers[name]
+                self._attach(ls, engine)
+                key = self._desired_key(ls)
+                if key != ls.applied:
+                    self._up(ls, key)
+        except BaseException:
+            self._order = []  # no deployment to step on: apply and observe say so
+            raise
+        self._reset_failed = False
 
     def apply(self, changes: Sequence[Change]) -> ApplyResult:
         """Set knob values as desired state; ``up`` only the layers whose desired state changed.
@@ -326,7 +336,7 @@ class PulumiBackend(Backend):
         t0 = time.monotonic()
         calls0 = self.engine_calls
         if not self._order:
-            raise ConfigError("the pulumi backend has no deployment yet: call reset() first")
+            raise ConfigError(_NO_DEPLOYMENT)
         self._raise_failures()
         for change in changes:
             self._check_change(change)
@@ -410,6 +420,8 @@ class PulumiBackend(Backend):
         """
         from infragym.twin.cost import hourly_cost
 
+        if self._reset_failed:
+            raise ConfigError(_NO_DEPLOYMENT)
         self._raise_failures()
         names = list(metric_names)
         measured = [n for n in names if n != "cost_hourly"]

@@ -172,12 +172,15 @@ def test_failed_pulumi_reset_then_step_says_there_is_no_deployment(
     assert raw.backend._engine is None
 
 
-def test_failed_reset_then_a_good_one_works(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After a reset that failed before the engine, the backend is reset as new."""
+def test_reset_refused_before_deploying_leaves_no_deployment(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reset refused by its checks (before the engine) leaves the backend as it was."""
     monkeypatch.setenv("PULUMI_CLI", "/nonexistent/pulumi")
     backend = make_backend("pulumi", **_pulumi_options(tmp_path))
     with pytest.raises(ConfigError, match="unknown layer"):
         backend.reset([LayerSpec("no-such-layer", {})])
-    with pytest.raises(ConfigError, match="has no deployment"):
-        backend.observe(["cost_hourly"])
+    with pytest.raises(ConfigError, match="has no deployment: call reset"):
+        backend.apply([])
     backend.close()
+    assert backend._engine is None
