@@ -1,4 +1,4 @@
-"""Speed of SimpleK8sWebApp-v0 on the sim backend, against CartPole-v1 in the same run.
+"""Speed of SimpleK8sWebApp-v1 and -v0 on the sim backend, against CartPole-v1 in the same run.
 
 Both envs run the same loop (``gym.make`` with its default wrappers, reset when an
 episode ends) under random actions. Random actions change a knob on almost every step
@@ -14,6 +14,11 @@ under two policies closer to what a trained autoscaler does:
 A last row runs random actions on the Python twin (``twin_engine="python"``), for
 comparison with the compiled core, which the env uses when ``infragym-twin-core`` is
 installed (``pip install ./native``); the first line says which one ran.
+
+The v1 rows run v1's asynchronous actuation, which only the Python twin models for now
+(the compiled core runs v0's immediate actuation): random actions over every scenario
+family, random actions on a real trace (``trace-conv``), and the HPA rule replayed. The
+last column says which twin ran each row.
 
 The graph cache is warmed first (one mock run of the layers per scenario variant, about
 20 ms each, is a reset cost an agent pays once per variant, not a step cost).
@@ -79,9 +84,13 @@ def main() -> None:
     cart = gym.make("CartPole-v1")
     env = gym.make("SimpleK8sWebApp-v0")
     python_env = gym.make("SimpleK8sWebApp-v0", backend_options={"twin_engine": "python"})
+    v1 = gym.make("SimpleK8sWebApp-v1")
+    v1_trace = gym.make("SimpleK8sWebApp-v1", scenarios=["trace-conv"])
     start = time.perf_counter()
     for seed in range(200):  # every scenario variant, so resets hit the graph cache
         env.reset(seed=seed)
+    for seed in range(400):
+        v1.reset(seed=seed)
     warm = time.perf_counter() - start
     step_s = env.unwrapped.step_seconds
     hold = np.ones(len(env.unwrapped.knobs), dtype=np.int64)
@@ -92,6 +101,12 @@ def main() -> None:
         "SimpleK8sWebApp-v0, HPA rule (replayed)": (env, hpa_actions.__getitem__),
         "SimpleK8sWebApp-v0, hold (no knob change)": (env, lambda i: hold),
         "  the same, Python twin, random actions": (python_env, random_policy(python_env)),
+        "SimpleK8sWebApp-v1, random actions": (v1, random_policy(v1)),
+        "SimpleK8sWebApp-v1, trace-conv, random": (v1_trace, random_policy(v1_trace)),
+        "SimpleK8sWebApp-v1, HPA rule (replayed)": (
+            v1,
+            recorded_hpa_actions(v1, args.steps).__getitem__,
+        ),
     }
     # Rounds interleave the loops, so that a slow spell of a shared machine hits all of
     # them; the best round of each is its speed with the least interference.
@@ -100,17 +115,17 @@ def main() -> None:
         for name, (e, policy) in loops.items():
             best[name] = max(best[name], steps_per_second(e, args.steps, policy))
 
-    twin = type(env.unwrapped.backend.twin).__name__
-    engine = "the compiled core" if twin == "FastTwin" else "the Python twin (no compiled core)"
-    print(f"twin: {engine} ({twin}); infragym-twin-core: pip install ./native")
-    print(f"warm-up: 200 resets in {warm:.1f} s (graph cache filled)")
+    print("infragym-twin-core (the compiled twin): pip install ./native")
+    print(f"warm-up: 600 resets in {warm:.1f} s (graph cache filled)")
     print(f"best of {args.repeats} interleaved rounds of {args.steps:,} steps")
-    print(f"{'':42}{'steps/s':>10}{'ratio':>9}{'sim s / wall s':>17}")
+    print(f"{'':42}{'steps/s':>10}{'ratio':>9}{'sim s / wall s':>17}  twin")
     cart_sps = best.pop("CartPole-v1, random actions")
     print(f"{'CartPole-v1, random actions':42}{cart_sps:>10,.0f}{1:>9.3f}")
     for name, sps in best.items():
-        print(f"{name:42}{sps:>10,.0f}{sps / cart_sps:>9.3f}{sps * step_s:>17,.0f}")
-    print("targets: ratio >= 0.3, sim s / wall s >= 1,000,000")
+        twin = type(loops[name][0].unwrapped.backend.twin).__name__
+        engine = "compiled" if twin == "FastTwin" else "Python"
+        print(f"{name:42}{sps:>10,.0f}{sps / cart_sps:>9.3f}{sps * step_s:>17,.0f}  {engine}")
+    print("v0 targets: ratio >= 0.3, sim s / wall s >= 1,000,000 (compiled core)")
 
 
 if __name__ == "__main__":
