@@ -9,7 +9,7 @@ import typer
 
 from infragym.cli_cluster import cluster_app
 from infragym.cli_stacks import stacks_app
-from infragym.errors import InfraGymError
+from infragym.errors import ConfigError, InfraGymError
 
 app = typer.Typer(
     help="infragym: train and evaluate agents that operate cloud infrastructure.",
@@ -29,12 +29,17 @@ def evaluate(
         str, typer.Option(help="Comma-separated baseline agents.")
     ] = "hpa,static,random",
     episodes: Annotated[int, typer.Option(min=1, help="Episodes per agent.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the first episode.")] = 0,
     backend: Annotated[str, typer.Option(help="sim or pulumi.")] = "sim",
     action_mode: Annotated[
         str, typer.Option(help="absolute lets rules jump like the real controllers.")
     ] = "absolute",
-    plot: Annotated[Path, typer.Option(help="Where to write the PNG plot.")] = Path("evaluate.png"),
+    plot: Annotated[
+        Path,
+        typer.Option(
+            help="Where to write the plot (a directory gets evaluate.png; no suffix gets .png)."
+        ),
+    ] = Path("evaluate.png"),
 ) -> None:
     """Run baseline agents on an environment and compare them."""
     import gymnasium as gym
@@ -47,7 +52,10 @@ def evaluate(
     from infragym.agents.baselines import make_agent
 
     try:
-        chosen = [make_agent(a.strip()) for a in agents.split(",") if a.strip()]
+        # Everything the user gave is checked before the run, which may take long.
+        env_id = ev.check_env_id(env_id)
+        chosen = [make_agent(name) for name in ev.agent_names(agents)]
+        plot = ev.plot_path(plot)
         make_env = lambda: gym.make(env_id, backend=backend, action_mode=action_mode)  # noqa: E731
         probe = make_env()
         step_seconds = probe.unwrapped.step_seconds
@@ -77,7 +85,10 @@ def evaluate(
             f"{100 * r.mean('mean_error_ratio'):.2f} %",
         )
     Console().print(table)
-    ev.plot(results, str(plot), step_seconds)
+    try:
+        ev.plot(results, str(plot), step_seconds)
+    except OSError as exc:  # the directory was writable when checked; say what failed
+        _fail(ConfigError(f"could not write the plot to {plot}: {exc.strerror or exc}"))
     typer.echo(f"plot written to {plot}")
 
 

@@ -6,13 +6,17 @@ Used by ``infragym evaluate``; also callable from Python.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from infragym.envs.rewards import SloAttainment
+from infragym.errors import ConfigError
 
 
 @dataclass
@@ -82,7 +86,18 @@ def evaluate(
     on_episode: Callable[[str, int], None] | None = None,
     slo: SloAttainment | None = None,
 ) -> list[AgentSummary]:
-    """Every agent on the same seeds (so the same scenarios), ``episodes`` each."""
+    """Every agent on the same seeds (so the same scenarios), ``episodes`` each.
+
+    Raises:
+        ConfigError: No agents, fewer than one episode, or a negative seed (before any
+            episode runs).
+    """
+    if not agents:
+        raise ConfigError("no agents to evaluate")
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ConfigError(f"episodes must be an integer >= 1, got {episodes!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     slo = slo or SloAttainment()
     results = []
     for agent in agents:
@@ -100,7 +115,15 @@ def evaluate(
 
 
 def plot(results: Sequence[AgentSummary], path: str, step_seconds: float) -> None:
-    """A PNG: p95 latency, ready replicas and load over the first episode, per agent."""
+    """A PNG: p95 latency, ready replicas and load over the first episode, per agent.
+
+    ``path`` is written as given (see :func:`plot_path` for the name the CLI uses).
+
+    Raises:
+        ConfigError: No results to plot.
+    """
+    if not results or not all(r.episodes for r in results):
+        raise ConfigError("no results to plot: evaluate at least one agent for one episode")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,3 +148,88 @@ def plot(results: Sequence[AgentSummary], path: str, step_seconds: float) -> Non
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- CLI checks
+
+
+def check_env_id(env_id: str) -> str:
+    """The infragym environment id ``env_id`` names (``infragym:`` prefix allowed).
+
+    Raises:
+        ConfigError: An unknown id (close matches listed), or the id of an environment
+            that is not infragym's.
+    """
+    from gymnasium.envs.registration import registry
+
+    from infragym.catalog import unknown_choice
+    from infragym.envs import ENV_IDS
+
+    name = env_id.removeprefix("infragym:")
+    if name in ENV_IDS:
+        return name
+    if env_id in registry:
+        raise ConfigError(
+            f"{env_id!r} is not an infragym environment (another package registered it); "
+            f"infragym environments: {', '.join(ENV_IDS)}"
+        )
+    raise ConfigError(unknown_choice("environment", env_id, ENV_IDS))
+
+
+def agent_names(text: str) -> list[str]:
+    """The agent names of a comma-separated list (``"hpa,static"``), checked.
+
+    Raises:
+        ConfigError: The list is empty, names an agent twice or an unknown agent.
+    """
+    from infragym.agents.baselines import AGENTS
+    from infragym.catalog import unknown_choice
+
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    if not names:
+        raise ConfigError(f"no agents given: pass a comma-separated list of {', '.join(AGENTS)}")
+    for i, name in enumerate(names):
+        if name not in AGENTS:
+            raise ConfigError(unknown_choice("agent", name, AGENTS))
+        if name in names[:i]:
+            raise ConfigError(f"agent {name!r} is given twice in {text!r}")
+    return names
+
+
+def plot_path(path: str | os.PathLike[str]) -> Path:
+    """The file a plot for ``path`` goes to, checked writable before a run.
+
+    A directory gets ``evaluate.png`` in it; a name without a suffix gets ``.png`` (as
+    matplotlib would add); a suffix must be an image format matplotlib writes.
+
+    Raises:
+        ConfigError: An unknown format, a missing directory, or one that cannot be
+            written (tested by creating and removing a temporary file in it).
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    out = Path(path).expanduser()
+    if out.is_dir():
+        out = out / "evaluate.png"
+    if not out.suffix:
+        out = out.with_name(out.name + ".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix[1:].lower() not in formats:
+        raise ConfigError(
+            f"cannot write a plot to {str(out)!r}: unknown image format {out.suffix!r} "
+            f"(valid: {', '.join('.' + f for f in sorted(formats))})"
+        )
+    parent = out.parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write the plot to {str(out)!r}: no directory {str(parent)!r}")
+    if out.exists() and not (out.is_file() and os.access(out, os.W_OK)):
+        raise ConfigError(f"cannot write the plot to {str(out)!r}: it is not a writable file")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".infragym-plot-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the plot to {str(out)!r}: directory {str(parent)!r} is not "
+            f"writable ({exc.strerror or exc})"
+        ) from None
+    return out
