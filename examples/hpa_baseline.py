@@ -8,7 +8,7 @@ import gymnasium as gym
 import infragym  # noqa: F401
 from infragym.agents.baselines import make_agent
 
-env = gym.make("SimpleK8sWebApp-v0", action_mode="absolute")
+env = gym.make("SimpleK8sWebApp-v1", action_mode="absolute")
 agent = make_agent("hpa")  # HPA on heater replicas + cluster autoscaler on the node pool
 obs, info = env.reset(seed=1, options={"scenario": "spikes"})
 agent.reset(env, seed=1)

@@ -1,4 +1,4 @@
-"""Run a random agent on SimpleK8sWebApp-v0 (the digital twin) and print what it sees.
+"""Run a random agent on SimpleK8sWebApp-v1 (the digital twin) and print what it sees.
 
 python examples/random_agent.py
 """
@@ -7,7 +7,7 @@ import gymnasium as gym
 
 import infragym  # noqa: F401  (registers the environments)
 
-env = gym.make("SimpleK8sWebApp-v0", render_mode="ansi")
+env = gym.make("SimpleK8sWebApp-v1", render_mode="ansi")
 obs, info = env.reset(seed=0)
 print(f"scenario: {info['scenario']}, knobs: {info['knobs']}")
 total = 0.0

@@ -1,4 +1,4 @@
-"""Run SimpleK8sWebApp-v0 on real DigitalOcean through the Pulumi Automation API.
+"""Run SimpleK8sWebApp-v1 on real DigitalOcean through the Pulumi Automation API.
 
 This creates billable resources (a DOKS cluster with a few nodes) and destroys them on
 ``close()``. If the process dies, list and remove what is left with
@@ -20,7 +20,7 @@ if not os.environ.get("DIGITALOCEAN_TOKEN"):
     sys.exit("set DIGITALOCEAN_TOKEN first (this example deploys to DigitalOcean)")
 
 env = gym.make(
-    "SimpleK8sWebApp-v0",
+    "SimpleK8sWebApp-v1",
     backend="pulumi",
     backend_options={"deployment": "real"},
     render_mode="ansi",
