@@ -143,6 +143,8 @@ class AgentSession:
         self.staged: dict[str, Any] = {}
         self.steps = 0
         self.done = False
+        self.terminated = False
+        self.truncated = False
         self.seed: int | None = None
         self.rewards: list[float] = []
         self.slo_met: list[bool] = []
@@ -230,7 +232,7 @@ class AgentSession:
         self.info = info
         self.staged = dict(info["knobs"])
         self.steps = 0
-        self.done = False
+        self.done = self.terminated = self.truncated = False
         self.rewards = []
         self.slo_met = []
         self.step_metrics = []
@@ -347,6 +349,7 @@ class AgentSession:
             rewards.append(float(reward))
             metrics.append(m)
             if terminated or truncated:
+                self.terminated, self.truncated = bool(terminated), bool(truncated)
                 self.done = True
                 break
         return {"rewards": rewards, "metrics": metrics, "done": self.done}
