@@ -116,6 +116,17 @@ def sizes(kubernetes: Annotated[bool, typer.Option(help="Only DOKS node sizes.")
         typer.echo(f"{slug:<26} {s.vcpus:>3} vCPU {gib:>7.1f} GiB  ${s.price_hourly_usd:.5f}/h")
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def mcp(ctx: typer.Context) -> None:
+    """Serve an environment to language-model agents over MCP (`infragym mcp --help`)."""
+    from infragym.interfaces.mcp_server import main
+
+    main(ctx.args)
+
+
 app.add_typer(
     stacks_app, name="stacks", help="List and destroy infragym stacks in a state backend."
 )
