@@ -53,6 +53,9 @@ COMPONENTS = (*BINARIES, "node-pools")
 """The control plane's processes, in start order (``node-pools``: the Python controller of
 :mod:`infragym.cluster.node_pools`)."""
 
+KUBE_STATE_METRICS = "kube-state-metrics"
+"""Started after the control plane when its binary was built (serves on 127.0.0.1)."""
+
 DEFAULT_DIR = Path("~/.infragym/cluster")
 """Where ``infragym cluster up`` keeps the cluster unless told otherwise."""
 
@@ -187,6 +190,7 @@ class ClusterStatus:
         kubeconfig: The kubeconfig path (once written).
         nodes_ready: Ready nodes, when the API server answers.
         nodes: All nodes, when the API server answers.
+        kube_state_metrics_url: Where kube-state-metrics serves its series, when it runs.
     """
 
     directory: Path
@@ -196,6 +200,7 @@ class ClusterStatus:
     kubeconfig: Path | None = None
     nodes_ready: int | None = None
     nodes: int | None = None
+    kube_state_metrics_url: str | None = None
 
 
 class LocalCluster:
@@ -318,7 +323,10 @@ class LocalCluster:
             st.server = self.server
         if self.kubeconfig_path.exists():
             st.kubeconfig = self.kubeconfig_path
-        if len(running) == len(COMPONENTS) and self._readyz():
+        port = (state.get("ports") or {}).get(KUBE_STATE_METRICS)
+        if KUBE_STATE_METRICS in running and port:
+            st.kube_state_metrics_url = f"http://{_HOST}:{port}/metrics"
+        if all(c in running for c in COMPONENTS) and self._readyz():
             st.running = True
             with contextlib.suppress(ClusterError):
                 nodes = self.client(timeout=5).list("nodes")
@@ -354,7 +362,16 @@ class LocalCluster:
         if not self.pki.ca.exists():
             make_pki(self.pki.dir)
         ports = dict(state.get("ports") or {})
-        for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok"):
+        for name in (
+            "etcd",
+            "etcd-peer",
+            "apiserver",
+            "controller-manager",
+            "scheduler",
+            "kwok",
+            KUBE_STATE_METRICS,
+            "kube-state-metrics-telemetry",
+        ):
             if not ports.get(name) or not _port_free(int(ports[name])):
                 ports[name] = free_port()
         state = {"ports": ports, "bin_dir": str(bin_dir), "processes": {}}
@@ -409,7 +426,7 @@ class LocalCluster:
         state = self._state()
         procs = state.get("processes") or {}
         stopped = []
-        for name in reversed(COMPONENTS):
+        for name in (KUBE_STATE_METRICS, *reversed(COMPONENTS)):
             proc = procs.get(name)
             if not proc:
                 continue
@@ -614,6 +631,15 @@ class LocalCluster:
             "--v=1",
         ]
 
+    def _ksm_args(self, ports: dict[str, int]) -> list[str]:
+        return [
+            f"--kubeconfig={self.dir / 'kube-state-metrics.kubeconfig'}",
+            f"--host={_HOST}",
+            f"--port={ports[KUBE_STATE_METRICS]}",
+            f"--telemetry-host={_HOST}",
+            f"--telemetry-port={ports['kube-state-metrics-telemetry']}",
+        ]
+
     def _kwok_args(self, ports: dict[str, int]) -> list[str]:
         return [
             f"--kubeconfig={self.dir / 'kwok.kubeconfig'}",
@@ -625,6 +651,14 @@ class LocalCluster:
             f"--cidr={POD_CIDR}",
             "--node-ip=10.0.0.1",
         ]
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 def node_ready(node: dict[str, Any]) -> bool:
