@@ -75,6 +75,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 try:
+    import infragym.apps._serving as serving
     from infragym.apps._serving import add_probe_routes, process_registry
     from infragym.apps.workload import (
         HEATER_DB_DSN_ENV,
@@ -84,6 +85,7 @@ try:
         CpuWork,
     )
 except ImportError:  # pragma: no cover - run as a plain script next to the mounted modules
+    import _serving as serving  # type: ignore[no-redef]
     from _serving import add_probe_routes, process_registry  # type: ignore[no-redef]
     from workload import (  # type: ignore[no-redef]
         HEATER_DB_DSN_ENV,
@@ -362,21 +364,35 @@ def make_app(
     return app
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="heater", description=__doc__.splitlines()[0])
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--port", type=int, default=HEATER_PORT, help="port (default %(default)s)")
+    p.add_argument(
+        "--port",
+        type=serving.port,
+        default=HEATER_PORT,
+        help="port (default %(default)s; 0: any free port)",
+    )
     p.add_argument("--work", help=f"CpuWork as JSON (default: ${HEATER_WORK_ENV}, else defaults)")
     p.add_argument(
         "--db-dsn", help=f"PostgreSQL DSN for work.db_query (default ${HEATER_DB_DSN_ENV})"
     )
     p.add_argument("--seed", type=int, help="seed of the service-time draws")
-    return p.parse_args(argv)
+    return p
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point: parse the work, then serve until SIGTERM or SIGINT."""
-    args = _parse_args(argv)
+    """Command-line entry point: parse the work, then serve until SIGTERM or SIGINT.
+
+    Every argument is checked, and the port bound, before the server starts: a bad one
+    is a usage error (exit code 2).
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
     raw = args.work if args.work is not None else os.environ.get(HEATER_WORK_ENV)
     try:
         work = CpuWork.model_validate_json(raw) if raw else CpuWork()
@@ -390,19 +406,23 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(
                 "heater: work.db_query needs the 'psycopg' package (pip install 'psycopg[binary]')"
             )
+    try:
+        sock = serving.listen_socket(args.host, args.port)
+    except ValueError as exc:
+        parser.error(f"--host/--port: {exc}")
     disable_created_metrics()  # no *_created series: fewer series per scrape
     # The burn thread holds the GIL between forced switches; a short switch interval keeps
     # the event loop (arrival stamps, responses, /metrics) responsive while it spins.
     sys.setswitchinterval(0.001)
+    bound = sock.getsockname()[1]
     print(
-        f"heater: serving on {args.host}:{args.port} work={json.dumps(work.model_dump())}",
+        f"heater: serving on {args.host}:{bound} work={json.dumps(work.model_dump())}",
         file=sys.stderr,
         flush=True,
     )
     web.run_app(
         make_app(work, db_dsn=db_dsn, seed=args.seed),
-        host=args.host,
-        port=args.port,
+        sock=sock,
         access_log=None,
         print=None,
         shutdown_timeout=2.0,

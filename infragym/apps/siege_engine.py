@@ -85,6 +85,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 try:
+    import infragym.apps._serving as serving
     from infragym.apps._serving import add_probe_routes, process_registry
     from infragym.apps.workload import (
         LATENCY_BUCKETS,
@@ -94,6 +95,7 @@ try:
         Schedule,
     )
 except ImportError:  # pragma: no cover - run as a plain script next to the mounted modules
+    import _serving as serving  # type: ignore[no-redef]
     from _serving import add_probe_routes, process_registry  # type: ignore[no-redef]
     from workload import (  # type: ignore[no-redef]
         LATENCY_BUCKETS,
@@ -413,20 +415,27 @@ class Siege:
         }
 
 
-async def _amain(args: argparse.Namespace, schedule: Schedule, target: str) -> dict[str, Any]:
+async def _amain(
+    args: argparse.Namespace,
+    schedule: Schedule,
+    target: str,
+    metrics_sock: Any = None,
+    log_file: IO[str] | None = None,
+) -> dict[str, Any]:
+    """Run the siege; ``metrics_sock`` (bound) serves /metrics, ``log_file`` (open) is
+    the latency log; both are closed on return."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     metrics = SiegeMetrics()
     runner: web.AppRunner | None = None
-    if args.metrics_port:
+    if metrics_sock is not None:
         app = web.Application()
         add_probe_routes(app, metrics.registry)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, args.metrics_host, args.metrics_port).start()
-    log_file = open(args.latency_log, "w", newline="") if args.latency_log else None  # noqa: SIM115
+        await web.SockSite(runner, metrics_sock).start()
     try:
         siege = Siege(
             target,
@@ -453,36 +462,58 @@ async def _amain(args: argparse.Namespace, schedule: Schedule, target: str) -> d
             log_file.close()
         if runner is not None:
             await runner.cleanup()
+        if metrics_sock is not None:
+            metrics_sock.close()
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="siege_engine", description=__doc__.splitlines()[0])
-    p.add_argument("--target", help=f"URL to load (default ${SIEGE_TARGET_ENV})")
+    p.add_argument(
+        "--target", type=serving.http_url, help=f"URL to load (default ${SIEGE_TARGET_ENV})"
+    )
     p.add_argument("--schedule", help=f"Schedule as JSON (default ${SIEGE_SCHEDULE_ENV})")
     p.add_argument(
         "--metrics-port",
-        type=int,
+        type=serving.port,
         default=SIEGE_METRICS_PORT,
         help="port of /metrics; 0 disables it (default %(default)s)",
     )
     p.add_argument("--metrics-host", default="0.0.0.0", help="address of /metrics")
-    p.add_argument("--duration", type=float, help="stop sending after this many seconds")
-    p.add_argument("--max-requests", type=int, help="stop after this many requests")
-    p.add_argument("--max-in-flight", type=int, default=1000, help="outstanding requests cap")
+    p.add_argument(
+        "--duration", type=serving.positive_seconds, help="stop sending after this many seconds"
+    )
+    p.add_argument(
+        "--max-requests", type=serving.positive_int, help="stop after this many requests"
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=serving.positive_int,
+        default=1000,
+        help="outstanding requests cap",
+    )
     p.add_argument("--seed", type=int, help="seed of the arrival times")
     p.add_argument("--latency-log", help="write per-request CSV t_sent,latency_s,ok here")
     p.add_argument(
         "--linger",
-        type=float,
+        type=serving.non_negative_seconds,
         default=0.0,
         help="keep serving /metrics this many seconds after the run ('inf': until SIGTERM)",
     )
-    return p.parse_args(argv)
+    return p
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point: run the schedule, print the summary line, exit."""
-    args = _parse_args(argv)
+    """Command-line entry point: run the schedule, print the summary line, exit.
+
+    Every argument is checked, the metrics port bound and the latency log opened before
+    the run starts: a bad one is a usage error (exit code 2).
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
     target = args.target or os.environ.get(SIEGE_TARGET_ENV)
     raw = args.schedule or os.environ.get(SIEGE_SCHEDULE_ENV)
     if not target:
@@ -490,15 +521,31 @@ def main(argv: list[str] | None = None) -> None:
     if not raw:
         sys.exit(f"siege_engine: no schedule (--schedule or ${SIEGE_SCHEDULE_ENV})")
     try:
+        serving.http_url(target)  # from the environment, when not on the command line
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"target: {exc}")
+    try:
         schedule = Schedule.model_validate_json(raw)
     except ValueError as exc:
         sys.exit(f"siege_engine: bad schedule: {exc}")
-    if args.max_in_flight < 1:
-        sys.exit("siege_engine: --max-in-flight must be at least 1")
     if args.duration is None and args.max_requests is None and schedule.duration is None:
         print("siege_engine: no duration or request cap: running until stopped", file=sys.stderr)
+    metrics_sock = None
+    if args.metrics_port:
+        try:
+            metrics_sock = serving.listen_socket(args.metrics_host, args.metrics_port)
+        except ValueError as exc:
+            parser.error(f"--metrics-host/--metrics-port: {exc}")
+    log_file = None
+    if args.latency_log:
+        try:
+            log_file = open(args.latency_log, "w", newline="")  # noqa: SIM115  (closed by _amain)
+        except OSError as exc:
+            if metrics_sock is not None:
+                metrics_sock.close()
+            parser.error(f"--latency-log: cannot write {args.latency_log!r}: {exc.strerror}")
     disable_created_metrics()  # no *_created series: fewer series per scrape
-    asyncio.run(_amain(args, schedule, target))
+    asyncio.run(_amain(args, schedule, target, metrics_sock, log_file))
 
 
 if __name__ == "__main__":
