@@ -155,7 +155,9 @@ class SimpleK8sWebAppEnv(gym.Env):
 
     ``gym.make("SimpleK8sWebApp-v0", backend="sim", step_seconds=30, action_mode="delta",
     reward=None, scenarios=None, settings=None, node_sizes=None, render_mode=None,
-    backend_options=None)``. ``backend="pulumi"`` deploys to DigitalOcean (needs
+    backend_options=None, split="train")``. ``split`` picks each scenario family's
+    variants (``train`` is v0's original grid; ``validation`` and ``test`` are held out;
+    also ``reset(options={"split": ...})``). ``backend="pulumi"`` deploys to DigitalOcean (needs
     ``DIGITALOCEAN_TOKEN``); ``settings`` overrides layer settings by layer name;
     ``backend_options`` go to the backend (``twin_params`` and ``twin_engine`` for the sim,
     ``deployment``, ``state_url``, ``keep`` for pulumi).
@@ -188,6 +190,7 @@ class SimpleK8sWebAppEnv(gym.Env):
         node_sizes: Sequence[str] | None = None,
         backend_options: Mapping[str, Any] | None = None,
         max_episode_steps: int = 120,
+        split: str = "train",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(
@@ -202,6 +205,8 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.codec = ActionCodec(self.knobs, action_mode)
         self.reward_fn = reward or default_reward()
         self.scenario_names = tuple(scenarios or self.default_scenarios())
+        self.split = scenario_lib.check_split(split)
+        self.max_episode_steps = int(max_episode_steps)
         for name in self.scenario_names:
             scenario_lib.get(name)
         self.settings = self._layer_settings(settings or {})
@@ -232,6 +237,7 @@ class SimpleK8sWebAppEnv(gym.Env):
         self._knob_obs: list[float] = []
         self.scenario: str | None = None
         self.history: list[dict[str, float]] = []
+        self.steps = 0  # steps since reset
 
     @staticmethod
     def _layer_settings(overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -257,31 +263,35 @@ class SimpleK8sWebAppEnv(gym.Env):
         super().reset(seed=seed)
         options = dict(options or {})
         name = options.pop("scenario", None)
+        split = scenario_lib.check_split(options.pop("split", self.split))
         if options:
-            raise ConfigError(f"unknown reset options {sorted(options)}; valid: ['scenario']")
+            raise ConfigError(
+                f"unknown reset options {sorted(options)}; valid: ['scenario', 'split']"
+            )
         if name is None:
             name = self.scenario_names[int(self.np_random.integers(len(self.scenario_names)))]
-        schedule = scenario_lib.get(name)(
-            self.np_random, self.episode_seconds, getattr(self, "split", "train")
-        )
+        schedule = scenario_lib.get(name)(self.np_random, self.episode_seconds, split)
         self.scenario = name
         backend_seed = int(self.np_random.integers(2**31))
         self.backend.reset(self._layers(schedule), seed=backend_seed)
         values = self._read_knobs()
+        self.backend.queue.deployed(values)
         self._set_knobs([k.index_of(values[k.name]) for k in self.knobs])
         self.backend.advance(self.step_seconds)
-        observed = self.backend.observe(self.metric_names)
+        self.steps = 0
+        observed = self._begin_episode(self.backend.observe(self.metric_names))
         self.history = [observed]
         obs, missing = self._observation(observed)
         info = self._info(observed, missing, ())
-        info.update(scenario=name, schedule=schedule.model_dump(mode="json"))
+        info.update(scenario=name, split=split, schedule=schedule.model_dump(mode="json"))
         return obs, info
 
     def step(self, action):
         new = self.codec.decode_indices(action, self._knob_index)
         layers = self._change_knobs(new) if new != self._knob_index else ()
         self.backend.advance(self.step_seconds)
-        observed = self.backend.observe(self.metric_names)
+        observed = self._observe()
+        self.steps += 1
         self.history.append(observed)
         reward = float(self.reward_fn(observed))
         obs, missing = self._observation(observed)
@@ -303,6 +313,14 @@ class SimpleK8sWebAppEnv(gym.Env):
         super().close()
 
     # ------------------------------------------------------------------ helpers
+
+    def _begin_episode(self, observed: dict[str, float]) -> dict[str, float]:
+        """The first observation of an episode (a hook: v1 takes its cost reference here)."""
+        return observed
+
+    def _observe(self) -> dict[str, float]:
+        """The metrics of the step just simulated, as the reward and observation see them."""
+        return self.backend.observe(self.metric_names)
 
     def _change_knobs(self, indices: list[int]) -> tuple[str, ...]:
         """Apply the knobs whose domain index differs in ``indices`` and make those current.

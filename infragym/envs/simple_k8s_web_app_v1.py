@@ -4,7 +4,6 @@ and a reward in which cost counts."""
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -216,9 +215,8 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
             node_sizes=node_sizes,
             backend_options=backend_options,
             max_episode_steps=max_episode_steps,
+            split=split,
         )
-        self.split = self._check_split(split)
-        self.max_episode_steps = int(max_episode_steps)
         self.metric_names = OBSERVED_METRICS_V1
         scales = {n: metrics.get(n).scale for n in OBSERVED_METRICS_V1}
         scales.update(request_rate=RATE_SCALE, offered_rate=RATE_SCALE)
@@ -228,61 +226,19 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
         n_obs += LOAD_HISTORY
         self.observation_space = spaces.Box(0.0, OBS_CLIP, shape=(n_obs,), dtype=np.float32)
         self.cost_reference = math.nan
-        self._loads: deque[float] = deque(maxlen=LOAD_HISTORY)
-        self._steps = 0
 
-    @staticmethod
-    def _check_split(split: Any) -> str:
-        return scenario_lib.check_split(split)
+    # ------------------------------------------------------------------ helpers
 
-    # ------------------------------------------------------------------ gym API
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super(SimpleK8sWebAppEnv, self).reset(seed=seed)
-        options = dict(options or {})
-        name = options.pop("scenario", None)
-        split = self._check_split(options.pop("split", self.split))
-        if options:
-            raise ConfigError(
-                f"unknown reset options {sorted(options)}; valid: ['scenario', 'split']"
-            )
-        if name is None:
-            name = self.scenario_names[int(self.np_random.integers(len(self.scenario_names)))]
-        schedule = scenario_lib.get(name)(self.np_random, self.episode_seconds, split)
-        self.scenario = name
-        backend_seed = int(self.np_random.integers(2**31))
-        self.backend.reset(self._layers(schedule), seed=backend_seed)
-        values = self._read_knobs()
-        self.backend.queue.deployed(values)
-        self._set_knobs([k.index_of(values[k.name]) for k in self.knobs])
-        self.backend.advance(self.step_seconds)
-        observed = self.backend.observe(self.metric_names)
+    def _begin_episode(self, observed: dict[str, float]) -> dict[str, float]:
         self.cost_reference = observed["cost_hourly"]
         self._cost_scale = COST_SCALE_BY_REFERENCE * self.cost_reference
         observed["cost_reference"] = self.cost_reference
-        self._steps = 0
-        self._loads.clear()
-        self._loads.extend([observed["offered_rate"]] * LOAD_HISTORY)
-        self.history = [observed]
-        obs, missing = self._observation(observed)
-        info = self._info(observed, missing, ())
-        info.update(scenario=name, split=split, schedule=schedule.model_dump(mode="json"))
-        return obs, info
+        return observed
 
-    def step(self, action):
-        new = self.codec.decode_indices(action, self._knob_index)
-        layers = self._change_knobs(new) if new != self._knob_index else ()
-        self.backend.advance(self.step_seconds)
+    def _observe(self) -> dict[str, float]:
         observed = self.backend.observe(self.metric_names)
         observed["cost_reference"] = self.cost_reference
-        self._steps += 1
-        self.history.append(observed)
-        reward = float(self.reward_fn(observed))
-        obs, missing = self._observation(observed)
-        self._loads.appendleft(observed["offered_rate"])
-        return obs, reward, False, False, self._info(observed, missing, layers)
-
-    # ------------------------------------------------------------------ helpers
+        return observed
 
     def _observation(self, observed: Mapping[str, float]) -> tuple[np.ndarray, list[str]]:
         values: list[float] = []
@@ -300,8 +256,11 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
         applied = queue.applied
         for knob, (_, _, positions, _) in zip(self.knobs, self._knob_tables, strict=True):
             values.append(positions[knob.index_of(applied[knob.name])])
-        values.append(min(self._steps / self.max_episode_steps, 1.0))
-        values += [min(max(x / RATE_SCALE, 0.0), OBS_CLIP) for x in self._loads]
+        values.append(min(self.steps / self.max_episode_steps, 1.0))
+        history = self.history  # this step's metrics last
+        for back in range(2, LOAD_HISTORY + 2):  # the steps before it, newest first
+            rate = history[-back if back <= len(history) else 0]["offered_rate"]
+            values.append(min(max(rate / RATE_SCALE, 0.0), OBS_CLIP))
         return np.array(values, dtype=np.float32), missing
 
     def _info(
