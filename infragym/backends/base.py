@@ -8,50 +8,25 @@ environment above it knows nothing of which backend runs. Two implement it: ``si
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from infragym.knobs import Knob
+# The resource graph's types live below both the backends and the twin (DESIGN.md,
+# decision 11); they are re-exported here, where they were first defined.
+from infragym.graph import Change, LayerSpec, ResourceRecord
 
 if TYPE_CHECKING:
-    from infragym.backends.updates import LayerQueue
+    from infragym.updates import LayerQueue
 
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """A layer to deploy and its settings (validated by the layer's settings model)."""
-
-    name: str
-    settings: Mapping[str, Any] = field(default_factory=dict)
-
-
-class Change(NamedTuple):
-    """Set one knob to one value (in the engine's form: ``3``, ``"500m"``, a size slug).
-
-    A named tuple rather than a frozen dataclass: several times cheaper to build, and it
-    unpacks as ``knob, value``. Backends get one per changed knob per step.
-    """
-
-    knob: Knob
-    value: Any
-
-
-@dataclass(frozen=True)
-class ResourceRecord:
-    """One resource of the deployed graph, as the engine sees it.
-
-    Attributes:
-        layer: The layer that declares it.
-        type: Pulumi type token.
-        name: Logical name.
-        inputs: Inputs in the engine's camelCase form, with knob values applied.
-    """
-
-    layer: str
-    type: str
-    name: str
-    inputs: Mapping[str, Any]
+__all__ = [
+    "ACTUATIONS",
+    "Actuation",
+    "ApplyResult",
+    "Backend",
+    "Change",
+    "LayerSpec",
+    "ResourceRecord",
+]
 
 
 class ApplyResult(NamedTuple):
@@ -75,7 +50,7 @@ Actuation = Literal["async", "immediate"]
 
 ``async`` (real infrastructure's way): ``apply`` sets desired state; each layer runs one
 update at a time in the background, changes to a busy layer wait (coalesced) for it to
-complete, and nothing started is cancelled (:mod:`infragym.backends.updates`).
+complete, and nothing started is cancelled (:mod:`infragym.updates`).
 ``immediate``: ``apply`` brings the layers to the desired state before it returns
 (SimpleK8sWebApp-v0's dynamics).
 """
@@ -89,7 +64,7 @@ class Backend(ABC):
     Attributes:
         queue: Desired, in-flight and applied knob values per layer (set by
             :meth:`reset`; the env records the deployed knob values in it with
-            :meth:`~infragym.backends.updates.LayerQueue.deployed`).
+            :meth:`~infragym.updates.LayerQueue.deployed`).
     """
 
     queue: LayerQueue

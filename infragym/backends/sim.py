@@ -22,12 +22,12 @@ from infragym.backends.base import (
     LayerSpec,
     ResourceRecord,
 )
-from infragym.backends.updates import LayerQueue
 from infragym.catalog import unknown_choice
 from infragym.errors import ConfigError
 from infragym.twin.fast import FastTwin, ReferenceNeeded, make_twin
 from infragym.twin.model import TwinParams
 from infragym.twin.twin import Twin
+from infragym.updates import LayerQueue
 
 _GRAPH_CACHE: OrderedDict[str, list[ResourceRecord]] = OrderedDict()
 _LAYER_CACHE: OrderedDict[str, Any] = OrderedDict()

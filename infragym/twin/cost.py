@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from infragym import catalog
-from infragym.backends.base import ResourceRecord
+from infragym.graph import ResourceRecord
 from infragym.twin.units import memory_gib
 
 CLUSTER = "digitalocean:index/kubernetesCluster:KubernetesCluster"

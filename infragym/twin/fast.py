@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from infragym.apps.workload import Schedule
-from infragym.backends.base import ResourceRecord
 from infragym.catalog import Size, unknown_choice
 from infragym.errors import ConfigError
+from infragym.graph import ResourceRecord
 from infragym.twin import builder
 from infragym.twin.model import Node, PodView, TwinParams
 from infragym.twin.twin import _EXP_QUANTILES, CPU_LIMIT_PATH, Twin

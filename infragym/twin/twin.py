@@ -31,10 +31,9 @@ from functools import partial
 from typing import Any
 
 from infragym.apps.workload import CpuWork
-from infragym.backends.base import Change, ResourceRecord
-from infragym.backends.updates import LayerQueue, Update
 from infragym.catalog import Size
 from infragym.errors import ConfigError
+from infragym.graph import Change, ResourceRecord
 from infragym.knobs import parse_path
 from infragym.twin import builder
 from infragym.twin.cost import (
@@ -55,6 +54,7 @@ from infragym.twin.model import (
     Workload,
 )
 from infragym.twin.queueing import Queue, finite_source_response, where_falls_to
+from infragym.updates import LayerQueue, Update
 
 _NAN = float("nan")
 _MISSING = object()
@@ -267,7 +267,7 @@ class Twin:
 
         What a real engine does (DESIGN, "The flow of one step"): a layer with no update
         in flight starts one now; a change to a layer whose update is in flight waits in
-        the layer's queue (:class:`~infragym.backends.updates.LayerQueue`), coalesced, and
+        the layer's queue (:class:`~infragym.updates.LayerQueue`), coalesced, and
         starts the moment that update completes. An update completes when what it changed
         has converged: a node pool when all its nodes are Ready at the new size and count
         and the old ones are gone (the DigitalOcean provider waits for the pool to be
