@@ -2,7 +2,7 @@
 
 - A create that fails gives a clear :class:`~infragym.errors.EngineError` carrying the
   provider's message; the state is left consistent (no lock, no pending operation, no
-  half-created resource), and a later ``apply`` recovers once the cause is gone.
+  half-created resource), and a later ``reset`` recovers once the cause is gone.
 - An update running in another process holds the stack's lock: a concurrent update gets
   :class:`~infragym.errors.StackLockedError` naming the lock file and its holder.
 - That process is then killed (``SIGKILL``, with the engine it started) in the middle of
@@ -31,7 +31,7 @@ from infragym.backends.engine import Engine
 from infragym.backends.pulumi import PulumiBackend
 from infragym.backends.state import list_locks, parse_state_url
 from infragym.cli_stacks import find_stacks, stacks_app
-from infragym.errors import EngineError, StackLockedError
+from infragym.errors import ConfigError, EngineError, StackLockedError
 from tests.backends import dynlayers as dl
 from tests.backends.conftest import TEST_PASSPHRASE, kill_marked
 from tests.procs import ManagedProcess, start_process, stop_process
@@ -86,9 +86,10 @@ def test_failing_create_is_clear_leaves_state_consistent_and_recovers(
     flag = files / "cloud-is-down"
     flag.touch()
     b = PulumiBackend("flt", url, step_wait=False, progress=False)
+    specs = [LayerSpec("test-base", {"dir": str(files), "fail_while": str(flag)})]
     try:
         with pytest.raises(EngineError) as err:
-            b.reset([LayerSpec("test-base", {"dir": str(files), "fail_while": str(flag)})])
+            b.reset(specs)
         message = str(err.value)
         assert "injected failure creating 'flt-base'" in message
         assert "flt.test-base" in message and TEST_PASSPHRASE not in message
@@ -97,8 +98,12 @@ def test_failing_create_is_clear_leaves_state_consistent_and_recovers(
         assert dl.read_record(files, "flt", "base") is None
 
         flag.unlink()  # the cloud is back
-        result = b.apply([])
-        assert result.layers_updated == ("test-base",) and result.engine_calls == 1
+        # A reset that failed leaves no deployment to step on: reset again.
+        with pytest.raises(ConfigError, match="has no deployment"):
+            b.apply([])
+        calls = b.engine_calls
+        b.reset(specs)
+        assert b.engine_calls == calls + 1  # the stack is attached already: no refresh
         assert dl.read_record(files, "flt", "base") is not None
         assert b.apply([Change(dl.BASE_REPLICAS, 2)]).engine_calls == 1
         assert dl.read_record(files, "flt", "base")["spec"]["replicas"] == 2
