@@ -146,6 +146,7 @@ class AgentSession:
         self.terminated = False
         self.truncated = False
         self.seed: int | None = None
+        self.split: str | None = None
         self.rewards: list[float] = []
         self.slo_met: list[bool] = []
         self.step_metrics: list[dict[str, float]] = []
@@ -229,6 +230,7 @@ class AgentSession:
             raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
         _, info = self.env.reset(seed=seed, options=options or None)
         self.seed = seed
+        self.split = info.get("split", getattr(self.u, "split", None))
         self.info = info
         self.staged = dict(info["knobs"])
         self.steps = 0
@@ -363,6 +365,7 @@ class AgentSession:
             {
                 "env_id": self.env_id,
                 "scenario": getattr(self.u, "scenario", None),
+                "split": self.split,
                 "step": self.steps,
                 "max_steps": self.max_steps,
                 "time_s": self._time(),
@@ -393,7 +396,7 @@ class AgentSession:
         step_s = self.u.step_seconds
         head = (
             f"{self.env_id} | scenario {getattr(self.u, 'scenario', '?')}"
-            f" ({getattr(self.u, 'split', 'train')}) | step {self.steps} of {self.max_steps}"
+            f" ({self.split}) | step {self.steps} of {self.max_steps}"
             f" | t = {self._time():.0f} s | one step = {step_s:g} s"
         )
         lines = [head]
@@ -568,6 +571,7 @@ class AgentSession:
                 "env_id": self.env_id,
                 "scenario": getattr(self.u, "scenario", None),
                 "seed": self.seed,
+                "split": self.split,
                 "steps": n,
                 "max_steps": self.max_steps,
                 "done": self.done,
