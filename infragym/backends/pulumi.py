@@ -30,7 +30,7 @@ starts ``up`` of each changed layer's stack in a background thread, then returns
 once:
 
 - each layer runs one update at a time; a change to a layer whose ``up`` runs waits in
-  :attr:`PulumiBackend.queue` (:class:`~infragym.backends.updates.LayerQueue`), coalesced,
+  :attr:`PulumiBackend.queue` (:class:`~infragym.updates.LayerQueue`), coalesced,
   and starts when that ``up`` completes; an ``up`` that has started runs to completion;
 - each ``up`` runs the layer's program with the knob values of *its* update (the values
   of the layer's last completed update, overlaid with the update's changes), never with
@@ -78,7 +78,6 @@ from infragym.backends.base import (
     ResourceRecord,
 )
 from infragym.backends.state import parse_state_url, prepare_backend
-from infragym.backends.updates import LayerQueue, Update
 from infragym.errors import (
     ActionError,
     ConfigError,
@@ -88,6 +87,7 @@ from infragym.errors import (
     MetricsError,
 )
 from infragym.knobs import Knob, get_path
+from infragym.updates import LayerQueue, Update
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +504,7 @@ class PulumiBackend(Backend):
     def info(self) -> dict[str, Any]:
         """Engine calls so far, the deployment, the state backend and the updates.
 
-        ``updates`` is :meth:`LayerQueue.state() <infragym.backends.updates.LayerQueue.state>`:
+        ``updates`` is :meth:`LayerQueue.state() <infragym.updates.LayerQueue.state>`:
         per layer with an update in flight, its changes, when it started (seconds since
         the last :meth:`reset`) and what waits for it.
         """
