@@ -473,6 +473,12 @@ class AgentSession:
                 "unit": unit,
                 "meaning": meaning,
             }
+            request = self._cpu_request(k)
+            if request is not None:
+                row["cpu_request"] = request
+                row["meaning"] += (
+                    f" Each pod requests {request} CPU: what nodes must have room for."
+                )
             if isinstance(k.domain, IntRange):
                 row.update(min=k.domain.low, max=k.domain.high, step=k.domain.step)
             else:
@@ -495,6 +501,21 @@ class AgentSession:
                 row["running"] = running.get(name)
             out.append(json_value(row))
         return out
+
+    def _cpu_request(self, knob: Any) -> Any:
+        """The CPU request beside a CPU-limit knob, from the deployed graph (None if unknown)."""
+        from infragym.knobs import get_path
+
+        if self.info is None or not knob.path.endswith("resources.limits.cpu"):
+            return None
+        path = knob.path.removesuffix("limits.cpu") + "requests.cpu"
+        for r in self.u.backend.resources():
+            if (r.layer, r.type, r.name) == (knob.layer, knob.type, knob.resource):
+                try:
+                    return get_path(r.inputs, path)
+                except ConfigError:
+                    return None
+        return None
 
     def knobs_text(self) -> str:
         """:meth:`list_knobs` as text."""

@@ -26,8 +26,9 @@
 OpenEnv (``openenv-core``) is not adapted: its ``Environment`` interface would fit (a
 ``reset``/``step``/``state`` server with pydantic actions and observations), but
 openenv-core 0.3.0 installs 104 packages (475 MB: gradio, openai, pandas,
-huggingface_hub, fastapi, fastmcp) for what would be a 50-line adapter. OpenEnv
-environments can call MCP tools, so trainers built on it can use ``infragym mcp``.
+huggingface_hub, fastapi, fastmcp) for what would be a 50-line adapter. Its MCP support
+(``MCPEnvironment``) wraps an in-process FastMCP server and reserves the tool names
+``reset``, ``step``, ``state`` and ``close``, so ``infragym mcp`` is no drop-in there.
 """
 
 from __future__ import annotations
