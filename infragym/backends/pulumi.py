@@ -222,9 +222,9 @@ class PulumiBackend(Backend):
                 "(no '.', which separates it from the layer in stack names)"
             )
         if not isinstance(actuation, str) or actuation not in ACTUATIONS:
-            raise ConfigError(
-                f"unknown actuation {actuation!r} (valid choices: {', '.join(ACTUATIONS)})"
-            )
+            from infragym.catalog import unknown_choice
+
+            raise ConfigError(unknown_choice("actuation", actuation, ACTUATIONS))
         if (
             isinstance(close_timeout, bool)
             or not isinstance(close_timeout, int | float)
