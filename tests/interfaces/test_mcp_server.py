@@ -7,6 +7,8 @@ timeout, pytest-timeout on each test, and subprocess timeouts for the CLI checks
 from __future__ import annotations
 
 import contextlib
+import datetime
+import importlib.metadata
 import math
 import os
 import subprocess
@@ -35,6 +37,9 @@ from mcp.client.stdio import stdio_client
 pytestmark = pytest.mark.timeout(300)
 SESSION_SECONDS = 240
 CALL_SECONDS = 60
+# The client's read timeout: seconds in mcp 2, a timedelta in mcp 1.
+_MCP_MAJOR = int(importlib.metadata.version("mcp").split(".")[0])
+READ_TIMEOUT = CALL_SECONDS if _MCP_MAJOR >= 2 else datetime.timedelta(seconds=CALL_SECONDS)
 TOOLS = {
     "reset",
     "observe",
@@ -58,7 +63,7 @@ async def server(*args: str) -> AsyncIterator[tuple[ClientSession, Any]]:
         try:
             async with (
                 stdio_client(params, errlog=errlog) as (read, write),
-                ClientSession(read, write, read_timeout_seconds=CALL_SECONDS) as client,
+                ClientSession(read, write, read_timeout_seconds=READ_TIMEOUT) as client,
             ):
                 init = await client.initialize()
                 yield client, init
