@@ -13,6 +13,7 @@ backend applies it with a resource transformation when it reruns the layer progr
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -211,6 +212,7 @@ class ActionCodec:
                 isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
                 for x in entries
             )
+            or not all(math.isfinite(x) for x in entries)  # int() of NaN or inf raises
             or any(x != int(x) for x in entries)
         ):
             raise ActionError(
