@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from infragym import cli_agents
 from infragym.cli_cluster import cluster_app
 from infragym.cli_stacks import stacks_app
 from infragym.errors import ConfigError, InfraGymError
@@ -26,9 +27,26 @@ def _fail(exc: InfraGymError) -> None:
 def evaluate(
     env_id: Annotated[str, typer.Argument(help="Environment id, e.g. SimpleK8sWebApp-v0.")],
     agents: Annotated[
-        str, typer.Option(help="Comma-separated baseline agents.")
+        str,
+        typer.Option(
+            help="Comma-separated agents: hpa, hpa:TUNED.json, ppo:RUN_DIR, mpc, static, "
+            "random, ... (the first is the reference unless --reference says otherwise)."
+        ),
     ] = "hpa,static,random",
     episodes: Annotated[int, typer.Option(min=1, help="Episodes per agent.")] = 5,
+    split: Annotated[
+        str | None, typer.Option(help="Scenario split (v1): train, validation or test.")
+    ] = None,
+    scenarios: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated scenarios, run in turn (default: all of the env's)."),
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="Agent the differences are to (default: the first).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Also write the results and CIs as JSON here.")
+    ] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the first episode.")] = 0,
     backend: Annotated[str, typer.Option(help="sim or pulumi.")] = "sim",
     action_mode: Annotated[
@@ -41,50 +59,67 @@ def evaluate(
         ),
     ] = Path("evaluate.png"),
 ) -> None:
-    """Run baseline agents on an environment and compare them."""
+    """Run agents on the same episodes and compare them with paired 95 % intervals."""
     import gymnasium as gym
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     import infragym  # noqa: F401  (registers the envs)
     from infragym import evaluate as ev
-    from infragym.agents.baselines import make_agent
+    from infragym.agents import specs
+    from infragym.cli_agents import comparison_table
 
     try:
         # Everything the user gave is checked before the run, which may take long.
         env_id = ev.check_env_id(env_id)
-        chosen = [make_agent(name) for name in ev.agent_names(agents)]
+        names = ev.agent_names(agents)
+        if reference is not None and reference not in names:
+            raise ConfigError(f"--reference {reference!r} is not among the agents {names}")
         plot = ev.plot_path(plot)
-        make_env = lambda: gym.make(env_id, backend=backend, action_mode=action_mode)  # noqa: E731
+        if output is not None and output.is_dir():
+            raise ConfigError(f"--output {str(output)!r} is a directory: give a file name")
+        kwargs = {"backend": backend, "action_mode": action_mode}
+        if split is not None:
+            if not env_id.endswith("-v1"):
+                raise ConfigError(f"--split needs an env with splits (v1); {env_id} has none")
+            kwargs["split"] = ev_split = split
+            from infragym.envs.scenarios import check_split
+
+            check_split(ev_split)
+        make_env = lambda: gym.make(env_id, **kwargs)  # noqa: E731
         probe = make_env()
         step_seconds = probe.unwrapped.step_seconds
+        chosen_scenarios = ev.scenario_list(scenarios, probe.unwrapped.scenario_names)
         probe.close()
+        chosen = [specs.make(name) for name in names]
         with Progress(transient=True) as progress:
             task = progress.add_task("evaluating", total=len(chosen) * episodes)
 
             def advance(name: str, i: int) -> None:
                 progress.update(task, advance=1, description=f"{name} episode {i + 1}")
 
-            results = ev.evaluate(make_env, chosen, episodes, seed, on_episode=advance)
+            results = ev.evaluate(
+                make_env, chosen, episodes, seed, on_episode=advance, scenarios=chosen_scenarios
+            )
+        ref = reference or names[0]
+        differences = ev.compare(results, ref)
     except InfraGymError as exc:
         _fail(exc)
         return
-    table = Table(
-        title=f"{env_id}: {episodes} episode(s) per agent, seeds {seed}..{seed + episodes - 1}"
+    title = (
+        f"{env_id}{f' ({split} split)' if split else ''}: {episodes} episode(s) per agent, "
+        f"seeds {seed}..{seed + episodes - 1}, scenarios {', '.join(chosen_scenarios)} in turn"
     )
-    for col in ("agent", "mean return", "cost $/h", "episode cost $", "SLO attainment", "errors"):
-        table.add_column(col, justify="right" if col != "agent" else "left")
+    Console().print(comparison_table(results, differences, ref, title))
     for r in results:
-        table.add_row(
-            r.agent,
-            f"{r.mean('ret'):.1f}",
-            f"{r.mean('mean_cost_hourly'):.3f}",
-            f"{r.mean('cost_usd'):.3f}",
-            f"{100 * r.mean('slo_attainment'):.1f} %",
-            f"{100 * r.mean('mean_error_ratio'):.2f} %",
-        )
-    Console().print(table)
+        typer.echo(f"{r.agent}: {r.wall_s:.1f} s")
+    if output is not None:
+        import json
+
+        meta = {"env_id": env_id, "split": split, "episodes": episodes, "seed": seed,
+                "scenarios": chosen_scenarios, "action_mode": action_mode}  # fmt: skip
+        output.write_text(json.dumps(ev.to_json(results, differences, ref, meta), indent=1))
+        typer.echo(f"results written to {output}")
     try:
         ev.plot(results, str(plot), step_seconds)
     except OSError as exc:  # the directory was writable when checked; say what failed
@@ -131,6 +166,8 @@ app.add_typer(
     stacks_app, name="stacks", help="List and destroy infragym stacks in a state backend."
 )
 app.add_typer(cluster_app, name="cluster", help="A local Kubernetes control plane (KWOK nodes).")
+app.command()(cli_agents.train)
+app.add_typer(cli_agents.tune_app, name="tune", help="Tune baseline agents (Optuna).")
 
 if __name__ == "__main__":
     app()

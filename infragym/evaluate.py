@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +40,14 @@ class AgentSummary:
 
     agent: str
     episodes: list[EpisodeStats]
+    wall_s: float = 0.0
 
     def mean(self, attr: str) -> float:
         return float(np.mean([getattr(e, attr) for e in self.episodes]))
+
+    def values(self, attr: str) -> np.ndarray:
+        """One value of ``attr`` per episode, in episode order."""
+        return np.array([getattr(e, attr) for e in self.episodes], dtype=float)
 
 
 def run_episode(
@@ -85,8 +91,14 @@ def evaluate(
     seed: int = 0,
     on_episode: Callable[[str, int], None] | None = None,
     slo: SloAttainment | None = None,
+    scenarios: Sequence[str] | None = None,
 ) -> list[AgentSummary]:
     """Every agent on the same seeds (so the same scenarios), ``episodes`` each.
+
+    Episode ``i`` runs seed ``seed + i``; with ``scenarios``, also scenario
+    ``scenarios[i % len(scenarios)]`` (every family equally often), else the env draws one.
+    Episodes of different agents with the same index are paired: same scenario, same
+    schedule, same twin seed (see :func:`compare`).
 
     Raises:
         ConfigError: No agents, fewer than one episode, or a negative seed (before any
@@ -102,16 +114,135 @@ def evaluate(
     results = []
     for agent in agents:
         env = make_env()
+        start = time.perf_counter()
         try:
             stats = []
             for i in range(episodes):
-                stats.append(run_episode(env, agent, seed + i, slo))
+                scenario = scenarios[i % len(scenarios)] if scenarios else None
+                stats.append(run_episode(env, agent, seed + i, slo, scenario))
                 if on_episode:
                     on_episode(agent.name, i)
         finally:
             env.close()
-        results.append(AgentSummary(agent.name, stats))
+        results.append(AgentSummary(agent.name, stats, time.perf_counter() - start))
     return results
+
+
+METRICS = ("ret", "mean_cost_hourly", "slo_attainment", "mean_error_ratio")
+"""The per-episode figures :func:`compare` reports."""
+
+
+@dataclass
+class Difference:
+    """An agent's difference to the reference on one metric, with a 95 % interval.
+
+    ``relative`` differences (cost) are ``mean(agent) / mean(reference) - 1``; the others
+    are ``mean(agent) - mean(reference)``.
+    """
+
+    metric: str
+    value: float
+    low: float
+    high: float
+    relative: bool = False
+
+
+def paired_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    relative: bool = False,
+    resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """The difference of means of paired samples ``a`` and ``b``, and its percentile
+    bootstrap interval (episodes resampled with replacement, pairs kept together).
+
+    Args:
+        a: The agent's per-episode values.
+        b: The reference's values on the same episodes.
+        relative: ``mean(a) / mean(b) - 1`` instead of ``mean(a) - mean(b)``.
+        resamples: Bootstrap resamples.
+        seed: Seed of the resampling.
+        level: Coverage of the interval.
+
+    Raises:
+        ConfigError: Samples of different lengths or empty.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ConfigError(f"paired samples need equal, non-zero lengths: {a.shape}, {b.shape}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.size, size=(resamples, a.size))
+    ma, mb = a[idx].mean(axis=1), b[idx].mean(axis=1)
+    if relative:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            diffs, value = ma / mb - 1.0, a.mean() / b.mean() - 1.0
+    else:
+        diffs, value = ma - mb, a.mean() - b.mean()
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.nanpercentile(diffs, [tail, 100 - tail])
+    return float(value), float(low), float(high)
+
+
+def compare(
+    results: Sequence[AgentSummary], reference: str | None = None, seed: int = 0
+) -> dict[str, dict[str, Difference]]:
+    """Each agent's differences to ``reference`` (default: the first) on :data:`METRICS`.
+
+    Cost is relative (``-0.12`` = 12 % cheaper); return, SLO attainment and error ratio
+    are absolute differences. Agents must have run the same episodes (:func:`evaluate`).
+
+    Raises:
+        ConfigError: An unknown reference, or agents with different episode counts.
+    """
+    if not results:
+        raise ConfigError("no results to compare")
+    names = [r.agent for r in results]
+    ref_name = reference if reference is not None else names[0]
+    if ref_name not in names:
+        raise ConfigError(f"reference agent {ref_name!r} is not among {', '.join(names)}")
+    ref = results[names.index(ref_name)]
+    out: dict[str, dict[str, Difference]] = {}
+    for r in results:
+        if len(r.episodes) != len(ref.episodes):
+            raise ConfigError(
+                f"{r.agent} ran {len(r.episodes)} episodes, {ref_name} {len(ref.episodes)}: "
+                "paired differences need the same episodes"
+            )
+        diffs = {}
+        for metric in METRICS:
+            relative = metric == "mean_cost_hourly"
+            value, low, high = paired_bootstrap(
+                r.values(metric), ref.values(metric), relative=relative, seed=seed
+            )
+            diffs[metric] = Difference(metric, value, low, high, relative)
+        out[r.agent] = diffs
+    return out
+
+
+def to_json(
+    results: Sequence[AgentSummary],
+    differences: dict[str, dict[str, Difference]],
+    reference: str,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Results and differences as a JSON-ready dict (means, per-episode values, CIs)."""
+    agents = []
+    for r in results:
+        agents.append(
+            {
+                "agent": r.agent,
+                "wall_s": round(r.wall_s, 2),
+                "means": {m: r.mean(m) for m in (*METRICS, "cost_usd")},
+                "episodes": {m: r.values(m).tolist() for m in METRICS},
+                "vs_reference": {
+                    m: {"value": d.value, "low": d.low, "high": d.high, "relative": d.relative}
+                    for m, d in differences[r.agent].items()
+                },
+            }
+        )
+    return {"reference": reference, **(meta or {}), "agents": agents}
 
 
 def plot(results: Sequence[AgentSummary], path: str, step_seconds: float) -> None:
@@ -177,22 +308,47 @@ def check_env_id(env_id: str) -> str:
 
 
 def agent_names(text: str) -> list[str]:
-    """The agent names of a comma-separated list (``"hpa,static"``), checked.
+    """The agent specs of a comma-separated list (``"hpa,hpa:tuned.json,ppo:runs/x"``),
+    checked (not loaded: see :func:`infragym.agents.specs.make`).
 
     Raises:
-        ConfigError: The list is empty, names an agent twice or an unknown agent.
+        ConfigError: The list is empty, names an agent twice or an unknown agent, or a
+            spec is malformed (a learned agent without its run directory).
     """
-    from infragym.agents.baselines import AGENTS
-    from infragym.catalog import unknown_choice
+    from infragym.agents.specs import split_spec, valid_names
 
     names = [a.strip() for a in text.split(",") if a.strip()]
     if not names:
-        raise ConfigError(f"no agents given: pass a comma-separated list of {', '.join(AGENTS)}")
+        raise ConfigError(
+            f"no agents given: pass a comma-separated list of {', '.join(valid_names())} "
+            "(hpa:CONFIG.json and ppo:RUN_DIR load a tuned or trained agent)"
+        )
     for i, name in enumerate(names):
-        if name not in AGENTS:
-            raise ConfigError(unknown_choice("agent", name, AGENTS))
+        split_spec(name)
         if name in names[:i]:
             raise ConfigError(f"agent {name!r} is given twice in {text!r}")
+    return names
+
+
+def scenario_list(text: str | None, available: Sequence[str]) -> list[str]:
+    """The scenarios of a comma-separated list, checked against the env's ``available``
+    ones; ``None`` or ``"all"`` gives them all.
+
+    Raises:
+        ConfigError: An empty list, or an unknown or repeated scenario.
+    """
+    from infragym.catalog import unknown_choice
+
+    if text is None or text.strip() == "all":
+        return list(available)
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    if not names:
+        raise ConfigError(f"no scenarios given: pass 'all' or some of {', '.join(available)}")
+    for i, name in enumerate(names):
+        if name not in available:
+            raise ConfigError(unknown_choice("scenario", name, available))
+        if name in names[:i]:
+            raise ConfigError(f"scenario {name!r} is given twice in {text!r}")
     return names
 
 
