@@ -67,12 +67,12 @@ class SimBackend(Backend):
             graph, else the Python one), ``python`` or ``native``.
         actuation: ``immediate`` (a change acts at once) or ``async`` (each layer runs one
             update at a time, and a change to a busy layer waits: :meth:`Twin.request`).
-            The compiled twin runs ``immediate`` only; ``async`` runs on the Python twin.
+            Both twins run both.
 
     The compiled twin models the knobs of the built-in environments. When a change it
     does not model comes (:class:`~infragym.twin.fast.ReferenceNeeded`), the backend
-    replays the episode so far on the Python twin, which gives the same state, and
-    carries on there.
+    replays the episode so far on the Python twin (:meth:`FastTwin.to_python`), which
+    gives the same state, and carries on there.
     """
 
     def __init__(
@@ -84,21 +84,11 @@ class SimBackend(Backend):
     ) -> None:
         if actuation not in ACTUATIONS:
             raise ConfigError(unknown_choice("actuation", actuation, ACTUATIONS))
-        if actuation == "async" and twin_engine == "native":
-            raise ConfigError(
-                "twin engine 'native' runs immediate actuation only (the compiled core does "
-                "not model layer updates yet); use 'auto' or 'python' with actuation='async'"
-            )
         self.actuation = actuation
         self.deployment = deployment
         self.twin_params = twin_params or TwinParams()
         self.twin_engine = twin_engine
         self.twin: Twin | None = None
-        self._episode: tuple[list[ResourceRecord], int | None] | None = None
-        # What the episode did, while the twin is a FastTwin: a change list or the seconds
-        # advanced, in order (see _replay_on_reference).
-        self._history: list[Sequence[Change] | float] = []
-        self._recording = False
 
     @property
     def queue(self) -> LayerQueue:  # type: ignore[override]
@@ -112,11 +102,7 @@ class SimBackend(Backend):
 
     def reset(self, layers: Sequence[LayerSpec], seed: int | None = None) -> None:
         records = resource_graph(layers, self.deployment)
-        engine = "python" if self.actuation == "async" else self.twin_engine
-        self.twin = make_twin(records, seed, self.twin_params, engine)
-        self._episode = (records, seed)
-        self._history.clear()
-        self._recording = isinstance(self.twin, FastTwin)
+        self.twin = make_twin(records, seed, self.twin_params, self.twin_engine)
 
     def apply(self, changes: Sequence[Change]) -> ApplyResult:
         twin = self.twin
@@ -124,7 +110,10 @@ class SimBackend(Backend):
             twin = self._twin()  # raises the error
         changes = tuple(changes)
         if self.actuation == "async":
-            started, queued = twin.request(changes)
+            try:
+                started, queued = twin.request(changes)
+            except ReferenceNeeded:
+                started, queued = self._replay_on_reference().request(changes)
             return ApplyResult(layers_updated=tuple(started), layers_queued=tuple(queued))
         done = 0
         try:
@@ -132,12 +121,10 @@ class SimBackend(Backend):
                 try:
                     twin.set_property(knob.type, knob.resource, knob.path, value)
                 except ReferenceNeeded:
-                    twin = self._replay_on_reference(changes[:done])
+                    twin = self._replay_on_reference()
                     twin.set_property(knob.type, knob.resource, knob.path, value)
                 done += 1
         finally:  # what was applied, even when a later change is refused
-            if self._recording and done:
-                self._history.append(changes[:done])
             for update in twin.queue.request(changes[:done], twin.t):  # done at once
                 twin.queue.complete(update.layer, twin.t)
         layers: list[str] = []
@@ -146,31 +133,18 @@ class SimBackend(Backend):
                 layers.append(knob.layer)
         return ApplyResult(layers_updated=tuple(layers))
 
-    def _replay_on_reference(self, applied: tuple[Change, ...]) -> Twin:
-        """Rebuild the episode so far on the Python twin and make it the twin.
-
-        Args:
-            applied: The changes of the current :meth:`apply` already made.
-        """
-        assert self._episode is not None
-        records, seed = self._episode
-        twin = Twin(records, seed, self.twin_params)
-        twin.queue = self._twin().queue
-        for entry in [*self._history, applied]:
-            if isinstance(entry, float):
-                twin.advance(entry)
-            else:
-                for knob, value in entry:
-                    twin.set_property(knob.type, knob.resource, knob.path, value)
+    def _replay_on_reference(self) -> Twin:
+        """Rebuild the episode so far (the FastTwin's log) on the Python twin; make it the twin."""
+        fast_twin = self.twin
+        assert isinstance(fast_twin, FastTwin)
+        twin = fast_twin.to_python()
+        if self.actuation == "immediate":  # the backend keeps the queue: hand it over
+            twin.queue = fast_twin.queue
         self.twin = twin
-        self._history.clear()
-        self._recording = False
         return twin
 
     def advance(self, seconds: float) -> None:
-        self._twin().advance(seconds)
-        if self._recording:
-            self._history.append(float(seconds))
+        self._twin().advance(float(seconds))
 
     def observe(self, metric_names: Sequence[str]) -> dict[str, float]:
         values = self._twin().last_metrics  # the twin's own dict: read-only here
@@ -199,5 +173,3 @@ class SimBackend(Backend):
 
     def close(self) -> None:
         self.twin = None
-        self._history.clear()
-        self._recording = False

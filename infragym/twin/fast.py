@@ -9,25 +9,34 @@ extension is not installed.
 
 The core covers what a step of the built-in environments needs: fixed-size node pools,
 Deployments, the siege-engine and the heater, and the knobs that set replicas, a pod's
-CPU limit, a pool's node count or its size. A graph with an HPA, an autoscaling pool or
-a database runs on the Python twin (:func:`supports`). Any other property change raises
-:class:`ReferenceNeeded`, on which the sim backend replays the episode on the Python twin
-and carries on there.
+CPU limit, a pool's node count or its size, applied at once (:meth:`Twin.set_property`)
+or as layer updates (:meth:`Twin.request`, asynchronous actuation). For layer updates
+the queue's bookkeeping stays in Python (:class:`~infragym.updates.LayerQueue`); the
+core completes each update inside its event loop, at the instant it converges or times
+out, and starts the layer's queued update there, from the changes :meth:`FastTwin.request`
+translated for it; :meth:`FastTwin.advance` then replays the completions on the queue.
+
+A graph with an HPA, an autoscaling pool or a database runs on the Python twin
+(:func:`supports`). Any other property change raises :class:`ReferenceNeeded`, on which
+the sim backend replays the episode on the Python twin (:meth:`FastTwin.to_python`) and
+carries on there.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from infragym.apps.workload import Schedule
 from infragym.catalog import Size, unknown_choice
 from infragym.errors import ConfigError
-from infragym.graph import ResourceRecord
+from infragym.graph import Change, ResourceRecord
 from infragym.twin import builder
+from infragym.twin.cost import NODE_POOL
 from infragym.twin.model import Node, PodView, TwinParams
 from infragym.twin.twin import _EXP_QUANTILES, CPU_LIMIT_PATH, Twin
+from infragym.updates import LayerQueue, Update
 
 ENGINES = ("auto", "python", "native")
 """The twin engines :func:`make_twin` can build."""
@@ -36,12 +45,18 @@ METRIC_NAMES = (
     "request_rate", "offered_rate", "latency_p50", "latency_p95", "latency_p99",
     "error_ratio", "cpu_utilisation_requests", "cpu_utilisation_limits",
     "replicas_desired", "replicas_ready", "nodes_ready", "pods_pending", "cost_hourly",
+    "replicas_starting", "nodes_booting", "next_node_ready_s",
 )  # fmt: skip
-"""The metrics the core returns, in this order: the first of :meth:`Twin._metrics`' (the
-tests check). The core runs immediate actuation only (SimpleK8sWebApp-v0), whose
-observation these are; the layer-update metrics come with asynchronous actuation."""
+"""The metrics the core returns, in this order: :meth:`Twin._metrics`' (the tests check)."""
 
 _MISSING: Any = object()
+_INF = float("inf")
+_NO_SIZE = (0, 0.0, 0.0, 0.0)
+"""The size field of a core op that sets no size."""
+
+LogEntry = tuple[Any, ...] | float
+"""What :class:`FastTwin` has done since it was built, for replay: the seconds of an
+advance, ``("set", key, path, value)``, ``("request", changes)`` or ``("deployed", values)``."""
 
 
 def _plain(value: Any) -> bool:
@@ -71,6 +86,19 @@ def supports(twin: Twin) -> bool:
     )
 
 
+class _LoggedQueue(LayerQueue):
+    """A layer queue that logs what is recorded as deployed (the twin's replay needs it:
+    a change back to a deployed value is coalesced away)."""
+
+    def __init__(self, log: list[LogEntry]) -> None:
+        super().__init__()
+        self._log = log
+
+    def deployed(self, values: Mapping[str, Any]) -> None:
+        super().deployed(values)
+        self._log.append(("deployed", dict(values)))
+
+
 class FastTwin(Twin):
     """A :class:`Twin` whose step loop runs in the compiled core.
 
@@ -90,10 +118,15 @@ class FastTwin(Twin):
         params: TwinParams | None = None,
     ) -> None:
         super().__init__(records, seed, params)
-        # What rebuilds this twin (for copy and pickle, see __reduce__): the graph, the
-        # seed and the parameters, and the property changes and advances since, in order.
+        # What rebuilds this twin (for copy and pickle, see __reduce__, and for the hand-over
+        # to the Python twin, see to_python): the graph, the seed and the parameters, then
+        # what it did since, in order (see LogEntry).
         self._origin = (records, seed, self.params)
-        self._log: list[tuple[tuple[str, str], str, Any] | float] = []
+        self._log: list[LogEntry] = []
+        self._logging = True  # off inside request, which logs itself
+        self.queue = _LoggedQueue(self._log)
+        self._layer_ids: dict[str, int] = {}  # layer → the core's id of it
+        self._layer_names: list[str] = []
         self._core = self._hand_over()
         # Memos of what a knob value means: (type, value) → size; (workload, type, value) → limit.
         self._sizes_by_value: dict[tuple | None, tuple[int, float, float, float]] = {}
@@ -174,6 +207,7 @@ class FastTwin(Twin):
             self._sched_dirty,
             noise,
             list(METRIC_NAMES),
+            self.params.deployment_await_s,
         )
 
     def _size_tuple(self, size: Size) -> tuple[int, float, float, float]:
@@ -199,38 +233,75 @@ class FastTwin(Twin):
         del state["_core"]
         return (_replayed, (self._origin, list(self._log)), state)
 
+    def to_python(self) -> Twin:
+        """A Python twin that has lived this twin's episode: the same state, since the two
+        agree (the sim backend's hand-over when a change comes that the core does not model).
+
+        Its layer queue is rebuilt by the replay; a backend that keeps the queue outside the
+        twin (immediate actuation) hands its own over.
+        """
+        return _replay(Twin(*self._origin), self._log)
+
     def _set_replicas(self, key: tuple[str, str], value: Any) -> None:
         self._core.set_replicas(self._workload_index[key], int(value))
-        self._log.append((key, "spec.replicas", value))
+        if self._logging:
+            self._log.append(("set", key, "spec.replicas", value))
 
     def _set_pod_cpu_limit(self, key: tuple[str, str], record: ResourceRecord, value: Any) -> None:
-        # The pod's limit is a function of this value alone here: the core takes no other
-        # change to the Deployment, so its other containers stay as they were.
-        w = self._workload_index[key]
-        memo = (w, type(value), value) if _plain(value) else None  # typed: 1 is not True
-        limit = self._limits.get(memo, _MISSING)
-        if limit is _MISSING:
-            limit = builder.deployment_cpu_limit(record.inputs)
-            if memo is not None:
-                self._limits[memo] = limit
-        self._core.set_cpu_limit(w, limit)
-        self._log.append((key, CPU_LIMIT_PATH, value))
+        self._core.set_cpu_limit(self._workload_index[key], self._limit_of(key, value))
+        if self._logging:
+            self._log.append(("set", key, CPU_LIMIT_PATH, value))
 
     def _set_pool_property(
         self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
     ) -> None:
         if path == "nodeCount":
             self._core.set_pool_count(self._pool_index[key], int(value))
-            self._log.append((key, path, value))
-            return
+        else:
+            self._core.set_pool_size(self._pool_index[key], self._size_of(value))
+        if self._logging:
+            self._log.append(("set", key, path, value))
+
+    def _limit_of(self, key: tuple[str, str], value: Any) -> float | None:
+        """The pod CPU limit of Deployment ``key`` with its CPU-limit knob at ``value``.
+
+        The pod's limit is a function of this value alone here: the core takes no other
+        change to the Deployment, so its other containers stay as they were. Computed with
+        the value written into the twin's inputs, which are left as they were.
+        """
+        memo = (key, type(value), value) if _plain(value) else None  # typed: 1 is not True
+        limit = self._limits.get(memo, _MISSING)
+        if limit is _MISSING:
+            parent, leaf, _ = self._slot(key, CPU_LIMIT_PATH)
+            previous = parent.get(leaf, _MISSING)
+            parent[leaf] = value
+            try:
+                limit = builder.deployment_cpu_limit(self.records[key].inputs)
+            finally:
+                if previous is _MISSING:
+                    del parent[leaf]
+                else:
+                    parent[leaf] = previous
+            if memo is not None:
+                self._limits[memo] = limit
+        return limit
+
+    def _size_of(self, value: Any) -> tuple[int, float, float, float]:
+        """What the core knows of the node size a pool's size knob at ``value`` names."""
         memo = (type(value), value) if _plain(value) else None
         size = self._sizes_by_value.get(memo)
         if size is None:
             size = self._size_tuple(builder.node_size(str(value)))
             if memo is not None:
                 self._sizes_by_value[memo] = size
-        self._core.set_pool_size(self._pool_index[key], size)
-        self._log.append((key, path, value))
+        return size
+
+    def _slot(self, key: tuple[str, str], path: str) -> tuple[Any, str | int, Any]:
+        """:meth:`Twin.set_property`'s slot of a property (container, key, handler)."""
+        slot = self._slots.get((*key, path))
+        if slot is None:
+            slot = self._slots[(*key, path)] = self._property_slot(*key, path)
+        return slot
 
     def _apply_property(
         self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
@@ -245,10 +316,113 @@ class FastTwin(Twin):
             raise ConfigError(f"advance needs a positive duration, got {seconds}")
         core = self._core
         self._last = core.advance(seconds)
-        self._log.append(seconds)
+        self._log.append(float(seconds))
         self.t = core.t
         self.cost_usd = core.cost_usd
+        if self._updates:
+            done = core.take_completions()
+            if done:
+                self._completed(done)
         return self._last
+
+    # ----------------------------------------------------------------- layer updates
+
+    def request(self, changes: Sequence[Change]) -> tuple[list[str], list[str]]:
+        """:meth:`Twin.request`, with the changes that wait handed to the core too.
+
+        Raises:
+            ReferenceNeeded: A change the core does not model (nothing changed then, unless
+                an earlier update of the same request started, as in :meth:`Twin.request`).
+        """
+        changes = tuple(changes)
+        updates = self._updates
+        for change in changes:
+            if change.knob.layer in updates:
+                self._core_op(change)  # a change that will wait: can the core make it?
+        self._logging = False
+        try:
+            started, queued = super().request(changes)
+        finally:
+            self._logging = True
+        self._log.append(("request", changes))
+        waiting = self.queue.queued
+        for layer in queued:
+            entry = waiting.get(layer)
+            ops = [self._core_op(c) for c in entry.values()] if entry else None
+            self._core.set_queued(self._layer_id(layer), ops)
+        return started, queued
+
+    def _start_update(self, update: Update) -> None:
+        super()._start_update(update)
+        _, pools, workloads, deadline = self._updates[update.layer]
+        self._core.start_update(
+            self._layer_id(update.layer),
+            [self._pool_index[p.key] for p in pools],
+            [self._workload_index[k] for k in workloads],
+            deadline,
+        )
+
+    def _layer_id(self, layer: str) -> int:
+        lid = self._layer_ids.get(layer)
+        if lid is None:
+            lid = self._layer_ids[layer] = len(self._layer_names)
+            self._layer_names.append(layer)
+        return lid
+
+    def _core_op(self, change: Change) -> tuple[int, int, int, float | None, tuple]:
+        """A knob change as the core makes it: (kind, index, count, limit, size).
+
+        Raises:
+            ReferenceNeeded: The core does not model it (or cannot read its value: the
+                Python twin then says what is wrong, when the change is made).
+        """
+        knob, value = change
+        type_token, path = knob.type, knob.path
+        key = (type_token, knob.resource)
+        try:
+            if self.fast_paths and type_token == builder.DEPLOYMENT:
+                w = self._workload_index.get(key)
+                if w is not None and path == "spec.replicas":
+                    return (0, w, int(value), None, _NO_SIZE)
+                if w is not None and path == CPU_LIMIT_PATH:
+                    return (1, w, 0, self._limit_of(key, value), _NO_SIZE)
+            elif self.fast_paths and type_token == NODE_POOL:
+                p = self._pool_index.get(key)
+                if p is not None and path == "nodeCount":
+                    return (2, p, int(value), None, _NO_SIZE)
+                if p is not None and path == "size":
+                    return (3, p, 0, None, self._size_of(value))
+        except Exception as exc:
+            raise ReferenceNeeded(f"{type_token} {knob.resource!r} {path}: {exc}") from None
+        raise ReferenceNeeded(f"{type_token} {knob.resource!r} {path}")
+
+    def _completed(self, done: list[tuple[int, float, bool, bool]]) -> None:
+        """Replay the core's completions on the queue (:meth:`Twin._settle_updates`).
+
+        The core made the changes of each queued update it started; here they are written
+        into the twin's inputs, and the update is watched as :meth:`_start_update` does.
+        """
+        for lid, t, timed_out, started in done:
+            layer = self._layer_names[lid]
+            if timed_out:
+                self.update_timeouts += 1
+            del self._updates[layer]
+            nxt = self.queue.complete(layer, t)
+            if nxt is None:
+                assert not started, f"the core started an update of {layer} the queue has not"
+                continue
+            pools: list[Any] = []
+            workloads: list[tuple[str, str]] = []
+            for knob, value in nxt.changes:
+                key = (knob.type, knob.resource)
+                parent, leaf, _ = self._slot(key, knob.path)
+                parent[leaf] = value
+                if key in self.pools and self.pools[key] not in pools:
+                    pools.append(self.pools[key])
+                elif key in self.workloads and key not in workloads:
+                    workloads.append(key)
+            deadline = t + self.params.deployment_await_s if workloads else _INF
+            self._updates[layer] = (nxt, pools, workloads, deadline)
 
     def hourly_cost(self) -> float:
         return self._core.hourly_cost()
@@ -273,6 +447,10 @@ class FastTwin(Twin):
         """Live nodes (booting or Ready), all pools, with pool changes applied (copies)."""
         return [n for n in self._pool_nodes().values() if n.removed_at is None]
 
+    def all_nodes(self) -> list[Node]:
+        """Every pool's nodes: booting, Ready, or removed and not dropped yet (copies)."""
+        return list(self._pool_nodes().values())
+
     def pods(self) -> list[PodView]:
         """All pods, one by one (copies of the core's state, for inspection)."""
         nodes = self._pool_nodes()
@@ -286,16 +464,26 @@ class FastTwin(Twin):
 
 def _replayed(
     origin: tuple[Sequence[ResourceRecord], int | None, TwinParams],
-    log: Sequence[tuple[tuple[str, str], str, Any] | float],
+    log: Sequence[LogEntry],
 ) -> FastTwin:
     """A :class:`FastTwin` built from ``origin`` that has replayed ``log`` (see __reduce__)."""
-    twin = FastTwin(*origin)
+    twin = _replay(FastTwin(*origin), log)
+    assert isinstance(twin, FastTwin)
+    return twin
+
+
+def _replay(twin: Twin, log: Sequence[LogEntry]) -> Twin:
+    """Make ``twin`` do what a :class:`FastTwin`'s log says, in order."""
     for entry in log:
-        if isinstance(entry, tuple):
-            (type_token, name), path, value = entry
-            twin.set_property(type_token, name, path, value)
-        else:
+        if isinstance(entry, float):
             twin.advance(entry)
+        elif entry[0] == "set":
+            _, (type_token, name), path, value = entry
+            twin.set_property(type_token, name, path, value)
+        elif entry[0] == "request":
+            twin.request(entry[1])
+        else:
+            twin.queue.deployed(entry[1])
     return twin
 
 

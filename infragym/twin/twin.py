@@ -198,6 +198,12 @@ class Twin:
             self._reconcile_pools()
         return [n for p in self.pools.values() for n in p.live()]
 
+    def all_nodes(self) -> list[Node]:
+        """Every pool's nodes: booting, Ready, or removed and not dropped yet (draining)."""
+        if self._changed_pools:
+            self._reconcile_pools()
+        return [n for p in self.pools.values() for n in p.nodes]
+
     def pods(self) -> list[PodView]:
         """All pods, all workloads, one by one (for inspection; the twin uses batches)."""
         return [

@@ -9,8 +9,15 @@
 //!
 //! The Python twin builds the state (from the resource graph) and stays the reference.
 //! `infragym.twin.fast.FastTwin` hands the state over and calls back into Python for
-//! what stays there: the siege-engine schedules, the M/G/c latency of pods that are not
-//! M/M/1, and the arrival noise.
+//! what stays there: the siege-engine schedules and the M/G/c latency of pods that are
+//! not M/M/1.
+//!
+//! Layer updates (asynchronous actuation, `Twin.request`): the layer queue's bookkeeping
+//! stays in Python (`infragym.updates.LayerQueue`), but the core watches every update in
+//! flight and completes it inside its event loop, at the instant its pools converge and
+//! its rollouts are done (or at its await deadline), and starts the layer's queued update
+//! there, from the knob changes Python translated for it beforehand (`set_queued`). It
+//! logs each completion for Python to replay on the queue (`take_completions`).
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -20,6 +27,8 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 const INF: f64 = f64::INFINITY;
+/// The metrics `Core::advance` returns (`infragym.twin.fast.METRIC_NAMES`).
+const N_METRICS: usize = 16;
 
 const ROLE_HEATER: u8 = 1;
 const ROLE_SIEGE: u8 = 2;
@@ -280,6 +289,7 @@ struct Plan {
     heater_pods: i64,
     replicas_desired: i64,
     replicas_ready: i64,
+    replicas_starting: i64,
     nodes_ready: usize,
     pods_pending: i64,
     requested_cpu: f64,
@@ -424,6 +434,32 @@ fn size_from(t: (u32, f64, f64, f64)) -> Size {
     }
 }
 
+/// One knob change, translated for the core (what `FastTwin`'s knob handlers send it).
+#[derive(Clone, Copy)]
+enum Op {
+    /// `Twin._set_replicas`: (workload, replicas).
+    Replicas(usize, i64),
+    /// `Twin._set_cpu_limit`: (workload, limit).
+    CpuLimit(usize, Option<f64>),
+    /// `Twin._change_pool` with a node count: (pool, count).
+    PoolCount(usize, i64),
+    /// `Twin._change_pool` with a size: (pool, size).
+    PoolSize(usize, Size),
+}
+
+/// A layer's update in flight (`Twin._updates`' entries): what it changed, and when it
+/// gives up waiting for its Deployments.
+struct Update {
+    layer: u32,
+    pools: Vec<usize>,
+    workloads: Vec<usize>,
+    deadline: f64,
+}
+
+/// An op as Python sends it: (kind, index, count, limit, size); kind 0 replicas, 1 CPU
+/// limit, 2 pool count, 3 pool size (the fields a kind does not use are ignored).
+type OpState = (u8, usize, i64, Option<f64>, (u32, f64, f64, f64));
+
 type NodeState = (u32, (u32, f64, f64, f64), f64, f64, Option<f64>, f64, f64);
 type PoolState = ((u32, f64, f64, f64), i64, u32, Vec<NodeState>);
 type BatchState = (i64, f64, Option<(usize, usize)>, f64);
@@ -462,6 +498,13 @@ struct Core {
     ready: Vec<usize>,
     hourly: f64,
     next_node_ready: f64,
+    booting: i64,
+    deployment_await_s: f64,
+    updates: Vec<Update>,
+    queued: Vec<Option<Vec<Op>>>, // by layer id: the changes waiting for its update
+    completions: Vec<(u32, f64, bool, bool)>, // (layer, when, timed out, next started)
+    #[pyo3(get)]
+    update_timeouts: u64,
     nodes_dirty: bool,
     sched_dirty: bool,
     planned_at: f64,
@@ -478,7 +521,7 @@ impl Core {
     #[new]
     #[pyo3(signature = (
         pools, workloads, static_hourly, node_boot_s, pod_startup_s, exp_quantiles,
-        pod_latency, clock, sched_dirty, noise, metric_names
+        pod_latency, clock, sched_dirty, noise, metric_names, deployment_await_s
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -493,9 +536,12 @@ impl Core {
         sched_dirty: bool,
         noise: Option<(Vec<u32>, usize, Option<f64>)>,
         metric_names: Vec<Py<PyString>>,
+        deployment_await_s: f64,
     ) -> PyResult<Self> {
-        if metric_names.len() != 13 {
-            return Err(PyValueError::new_err("the core computes 13 metrics"));
+        if metric_names.len() != N_METRICS {
+            return Err(PyValueError::new_err(format!(
+                "the core computes {N_METRICS} metrics"
+            )));
         }
         let rng = match noise {
             None => None,
@@ -593,6 +639,12 @@ impl Core {
             ready: Vec::new(),
             hourly: 0.0,
             next_node_ready: INF,
+            booting: 0,
+            deployment_await_s,
+            updates: Vec::new(),
+            queued: Vec::new(),
+            completions: Vec::new(),
+            update_timeouts: 0,
             nodes_dirty: true,
             sched_dirty,
             planned_at,
@@ -657,6 +709,50 @@ impl Core {
     fn set_pool_size(&mut self, pool: usize, size: (u32, f64, f64, f64)) {
         self.pools[pool].size = size_from(size);
         self.pool_changed(pool);
+    }
+
+    /// Watch a layer's update that `Twin.request` started (`Twin._start_update`'s entry):
+    /// the pools and workloads it changed, and its await deadline.
+    fn start_update(
+        &mut self,
+        layer: u32,
+        pools: Vec<usize>,
+        workloads: Vec<usize>,
+        deadline: f64,
+    ) {
+        self.updates.retain(|u| u.layer != layer);
+        self.updates.push(Update {
+            layer,
+            pools,
+            workloads,
+            deadline,
+        });
+    }
+
+    /// The knob changes waiting for `layer`'s update in flight (the layer queue's
+    /// coalesced entry, in its order), or `None` when nothing waits.
+    #[pyo3(signature = (layer, ops))]
+    fn set_queued(&mut self, layer: u32, ops: Option<Vec<OpState>>) -> PyResult<()> {
+        let ops = match ops {
+            None => None,
+            Some(ops) => Some(
+                ops.into_iter()
+                    .map(|op| self.op_from(op))
+                    .collect::<PyResult<_>>()?,
+            ),
+        };
+        let layer = layer as usize;
+        if self.queued.len() <= layer {
+            self.queued.resize(layer + 1, None);
+        }
+        self.queued[layer] = ops;
+        Ok(())
+    }
+
+    /// The updates completed since the last call, in order: (layer, when, whether it hit
+    /// the await deadline, whether the layer's queued update started then).
+    fn take_completions(&mut self) -> Vec<(u32, f64, bool, bool)> {
+        std::mem::take(&mut self.completions)
     }
 
     /// Simulate `seconds` and return the step's metrics (`Twin.advance` without the
@@ -757,7 +853,7 @@ impl Accumulator {
 
 impl Core {
     /// The step's metrics, in `Twin._metrics`' order.
-    fn metrics(&self, seconds: f64) -> [f64; 13] {
+    fn metrics(&self, seconds: f64) -> [f64; N_METRICS] {
         let acc = &self.acc;
         let plan = &self.current;
         let served = acc.served;
@@ -789,7 +885,129 @@ impl Core {
             plan.nodes_ready as f64,
             plan.pods_pending as f64,
             plan.hourly,
+            plan.replicas_starting as f64,
+            self.booting as f64,
+            if self.next_node_ready < INF {
+                self.next_node_ready - self.t
+            } else {
+                0.0
+            },
         ]
+    }
+
+    fn op_from(&self, (kind, index, count, limit, size): OpState) -> PyResult<Op> {
+        let (workloads, pools) = (self.workloads.len(), self.pools.len());
+        match kind {
+            0 if index < workloads => Ok(Op::Replicas(index, count)),
+            1 if index < workloads => Ok(Op::CpuLimit(index, limit)),
+            2 if index < pools => Ok(Op::PoolCount(index, count)),
+            3 if index < pools => Ok(Op::PoolSize(index, size_from(size))),
+            _ => Err(PyValueError::new_err(format!(
+                "no such knob op: {kind} on {index}"
+            ))),
+        }
+    }
+
+    /// Start `layer`'s queued update at `self.t` (`Twin._start_update`), if one waits.
+    fn start_queued(&mut self, layer: u32) -> bool {
+        let Some(ops) = self.queued.get_mut(layer as usize).and_then(Option::take) else {
+            return false;
+        };
+        let mut pools = Vec::new();
+        let mut workloads = Vec::new();
+        for op in ops {
+            match op {
+                Op::Replicas(w, n) => {
+                    self.set_replicas(w, n);
+                    if !workloads.contains(&w) {
+                        workloads.push(w);
+                    }
+                }
+                Op::CpuLimit(w, limit) => {
+                    self.set_cpu_limit(w, limit);
+                    if !workloads.contains(&w) {
+                        workloads.push(w);
+                    }
+                }
+                Op::PoolCount(p, n) => {
+                    self.pools[p].count = n;
+                    self.pool_changed(p);
+                    if !pools.contains(&p) {
+                        pools.push(p);
+                    }
+                }
+                Op::PoolSize(p, size) => {
+                    self.pools[p].size = size;
+                    self.pool_changed(p);
+                    if !pools.contains(&p) {
+                        pools.push(p);
+                    }
+                }
+            }
+        }
+        let deadline = if workloads.is_empty() {
+            INF
+        } else {
+            self.t + self.deployment_await_s
+        };
+        self.updates.push(Update {
+            layer,
+            pools,
+            workloads,
+            deadline,
+        });
+        true
+    }
+
+    /// `Twin._settle_updates`: complete the updates done at `t`, start what waited for
+    /// them; whether a queued update started (the world changed: plan again).
+    fn settle_updates(&mut self, t: f64) -> bool {
+        let mut started = false;
+        let layers: Vec<u32> = self.updates.iter().map(|u| u.layer).collect();
+        for layer in layers {
+            let i = self
+                .updates
+                .iter()
+                .position(|u| u.layer == layer)
+                .expect("in flight");
+            let u = &self.updates[i];
+            let converged = u.pools.iter().all(|&p| self.pool_converged(p, t))
+                && u.workloads.iter().all(|&w| self.rollout_done(w, t));
+            if !converged && t < u.deadline {
+                continue;
+            }
+            if !converged {
+                self.update_timeouts += 1;
+            }
+            self.updates.remove(i);
+            let next = self.start_queued(layer);
+            self.completions.push((layer, t, !converged, next));
+            started |= next;
+        }
+        started
+    }
+
+    /// `Twin._pool_converged`: every node Ready at the pool's size and count, none going.
+    fn pool_converged(&self, p: usize, t: f64) -> bool {
+        let pool = &self.pools[p];
+        pool.nodes.len() as i64 == pool.count
+            && pool.nodes.iter().all(|&id| {
+                let n = &self.nodes[id];
+                n.removed_at.is_none() && n.ready_at <= t && n.size.id == pool.size.id
+            })
+    }
+
+    /// `Twin._rollout_done`: the rollout over and every replica Ready.
+    fn rollout_done(&self, wi: usize, t: f64) -> bool {
+        let w = &self.workloads[wi];
+        w.rollout_done_at <= t
+            && w.pod_count() == w.replicas
+            && w.batches
+                .iter()
+                .filter(|b| b.ready(t))
+                .map(|b| b.count)
+                .sum::<i64>()
+                == w.replicas
     }
 
     fn pool_changed(&mut self, pool: usize) {
@@ -872,6 +1090,9 @@ impl Core {
             });
             self.pools[p].nodes.push(id);
         }
+        if count > 0 && ready_at > t {
+            self.booting += count;
+        }
         if count > 0 && ready_at < self.next_node_ready {
             self.next_node_ready = ready_at;
         }
@@ -881,6 +1102,7 @@ impl Core {
         let mut ready = Vec::new();
         let mut hourly = self.static_hourly;
         let mut boot = INF;
+        let mut booting = 0;
         for pool in &self.pools {
             for &id in &pool.nodes {
                 let n = &self.nodes[id];
@@ -890,12 +1112,16 @@ impl Core {
                         ready.push(id);
                         hourly += n.size.price;
                     }
-                } else if ra < boot {
-                    boot = ra;
+                } else {
+                    booting += 1;
+                    if ra < boot {
+                        boot = ra;
+                    }
                 }
             }
         }
         self.ready = ready;
+        self.booting = booting;
         self.hourly = hourly;
         self.next_node_ready = boot;
         self.nodes_dirty = false;
@@ -1112,9 +1338,17 @@ impl Core {
         }
         self.current = self.serving_plan(t);
         self.planned_at = t;
+        if !self.updates.is_empty() && self.settle_updates(t) {
+            return self.plan(t); // a queued update started: plan with its changes
+        }
         let mut nxt = self.current.next_pod_event;
         if t < self.first_removal && self.first_removal < nxt {
             nxt = self.first_removal;
+        }
+        for u in &self.updates {
+            if t < u.deadline && u.deadline < nxt {
+                nxt = u.deadline;
+            }
         }
         if self.next_node_ready < nxt {
             self.next_node_ready
@@ -1149,6 +1383,7 @@ impl Core {
     fn serving_plan(&mut self, t: f64) -> Plan {
         let mut plan = Plan::default();
         let (mut pending, mut desired, mut ready_total) = (0i64, 0i64, 0i64);
+        let mut starting = 0i64;
         let (mut requested, mut limit) = (0.0f64, 0.0f64);
         let mut next_event = INF;
         let since = self.planned_at;
@@ -1198,6 +1433,7 @@ impl Core {
             if heater {
                 desired += w.replicas;
                 ready_total += ready;
+                starting += w.pod_count() - ready;
                 requested += cpu_req * ready as f64;
                 limit += w.cpu_limit.unwrap_or(f64::NAN) * ready as f64;
             } else if ready != 0 && w.role == ROLE_SIEGE && w.schedule.is_some() {
@@ -1238,6 +1474,7 @@ impl Core {
         plan.pods_pending = pending;
         plan.replicas_desired = desired;
         plan.replicas_ready = ready_total;
+        plan.replicas_starting = starting;
         plan.requested_cpu = requested;
         plan.limit_cpu = limit;
         plan.nodes_ready = self.ready.len();

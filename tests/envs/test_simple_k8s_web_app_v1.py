@@ -35,7 +35,7 @@ def action(env, **targets):
 def worker_nodes(env):
     """The workers pool's nodes, booting, Ready or draining."""
     twin = env.unwrapped.backend.twin
-    return [n for p in twin.pools.values() if p.name.endswith("workers") for n in p.nodes]
+    return [n for n in twin.all_nodes() if n.pool.name.endswith("workers")]
 
 
 def test_alternating_node_sizes_get_the_pool_replaced_and_pay_for_what_ran():
