@@ -11,6 +11,7 @@ from gymnasium import spaces
 
 from infragym import catalog, metrics
 from infragym.backends import Change, LayerSpec, make_backend
+from infragym.envs import arguments
 from infragym.envs import scenarios as scenario_lib
 from infragym.envs.rewards import default_reward
 from infragym.errors import ConfigError
@@ -138,7 +139,9 @@ class SimpleK8sWebAppEnv(gym.Env):
     By default ``+1`` for a step whose p95 latency is at most 250 ms with at most 1 %
     errors, minus ``2 × error_ratio``, minus the hourly cost in USD
     (:func:`infragym.envs.rewards.default_reward`). Pass ``reward=`` any callable of the
-    metrics dict.
+    metrics dict. If it raises, or returns NaN, an infinity or no number, ``step`` raises
+    a ``ConfigError`` after the step has happened: time, knobs, ``history`` and the step
+    count include it, so the env carries on from there (or is reset).
 
     ## Starting State
 
@@ -149,7 +152,8 @@ class SimpleK8sWebAppEnv(gym.Env):
     ## Episode End
 
     No termination; truncation after ``max_episode_steps`` (120 steps = 1 hour at the
-    default ``step_seconds``).
+    default ``step_seconds``), by the env itself and by ``gym.make``'s ``TimeLimit``; the
+    load schedule lasts as long (a ``TimeLimit`` of another length sets it at ``reset``).
 
     ## Arguments
 
@@ -191,31 +195,36 @@ class SimpleK8sWebAppEnv(gym.Env):
         backend_options: Mapping[str, Any] | None = None,
         max_episode_steps: int = 120,
         split: str = "train",
+        **unknown: Any,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(
-                f"unknown render_mode {render_mode!r}; valid: {self.metadata['render_modes']}"
-            )
-        if not step_seconds > 0:
-            raise ConfigError(f"step_seconds must be positive, got {step_seconds}")
+        if unknown:  # a ConfigError, not the TypeError gym.make would fill with every argument
+            raise ConfigError(f"unknown arguments {sorted(unknown)} (see the class docstring)")
+        render_mode = arguments.choice(
+            "render_mode", render_mode, [None, *self.metadata["render_modes"]]
+        )
         self.render_mode = render_mode
-        self.step_seconds = float(step_seconds)
+        self.step_seconds = arguments.positive_seconds("step_seconds", step_seconds)
+        max_episode_steps = arguments.positive_int("max_episode_steps", max_episode_steps)
         self.episode_seconds = self.step_seconds * max_episode_steps
-        self.knobs = default_knobs(node_sizes or DEFAULT_NODE_SIZES, cpu_limits=self.cpu_limits)
+        node_sizes = arguments.names("node_sizes", node_sizes, DEFAULT_NODE_SIZES)
+        self.knobs = default_knobs(node_sizes, cpu_limits=self.cpu_limits)
         self.codec = ActionCodec(self.knobs, action_mode)
-        self.reward_fn = reward or default_reward()
-        self.scenario_names = tuple(scenarios or self.default_scenarios())
+        self.reward_fn = arguments.reward(reward) or default_reward()
+        scenarios = arguments.names(
+            "scenarios", scenarios, self.default_scenarios(), scenario_lib.get
+        )
+        self.scenario_names = scenarios
         self.split = scenario_lib.check_split(split)
-        self.max_episode_steps = int(max_episode_steps)
-        for name in self.scenario_names:
-            scenario_lib.get(name)
-        self.settings = self._layer_settings(settings or {})
+        self.max_episode_steps = max_episode_steps
+        self.settings = self._layer_settings(arguments.settings(settings, LAYERS))
         self.backend_name = backend
-        options = dict(backend_options or {})
+        options = arguments.mapping("backend_options", backend_options)
         options.setdefault("actuation", self.actuation)
         if backend == "pulumi":
             options.setdefault("window_seconds", self.step_seconds)  # PromQL covers one step
         self.backend = make_backend(backend, **options)
+        # Settings the knobs' domains cannot represent are refused now, before any deploy.
+        arguments.knob_values_in_domains(self.knobs, self.settings, self.backend.deployment)
         self.metric_names = OBSERVED_METRICS
         self._scales = [(n, metrics.get(n).scale) for n in OBSERVED_METRICS]
         # Per knob, precomputed for the step loop: (name, values, the observation at each
@@ -261,7 +270,10 @@ class SimpleK8sWebAppEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
+        options = arguments.reset_options(options, ("scenario", "split"))
+        limit = arguments.outer_time_limit(self)  # gym.make(..., max_episode_steps=N)'s N
+        if limit is not None and limit != self.max_episode_steps:
+            self.max_episode_steps, self.episode_seconds = limit, limit * self.step_seconds
         name = options.pop("scenario", None)
         split = scenario_lib.check_split(options.pop("split", self.split))
         if options:
@@ -293,9 +305,10 @@ class SimpleK8sWebAppEnv(gym.Env):
         observed = self._observe()
         self.steps += 1
         self.history.append(observed)
-        reward = float(self.reward_fn(observed))
+        reward = arguments.reward_value(self.reward_fn, observed)  # after the step: see Rewards
         obs, missing = self._observation(observed)
-        return obs, reward, False, False, self._info(observed, missing, layers)
+        truncated = self.steps >= self.max_episode_steps
+        return obs, reward, False, truncated, self._info(observed, missing, layers)
 
     def render(self):
         if self.render_mode == "ansi":

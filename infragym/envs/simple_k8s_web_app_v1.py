@@ -12,9 +12,10 @@ import numpy as np
 from gymnasium import spaces
 
 from infragym import metrics
+from infragym.envs import arguments
 from infragym.envs import scenarios as scenario_lib
 from infragym.envs.rewards import ErrorPenalty, RewardSum, SloAttainment
-from infragym.envs.simple_k8s_web_app import OBS_CLIP, SimpleK8sWebAppEnv
+from infragym.envs.simple_k8s_web_app import LAYERS, OBS_CLIP, SimpleK8sWebAppEnv
 from infragym.errors import ConfigError
 from infragym.knobs import ActionMode
 
@@ -198,9 +199,10 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
         max_episode_steps: int = 120,
         split: str = "train",
         cost_weight: float = 1.0,
+        **unknown: Any,
     ) -> None:
         merged = {layer: dict(values) for layer, values in V1_SETTINGS.items()}
-        for layer, values in (settings or {}).items():
+        for layer, values in arguments.settings(settings, LAYERS).items():
             merged.setdefault(layer, {}).update(values)
         if not (isinstance(cost_weight, int | float) and math.isfinite(cost_weight)):
             raise ConfigError(f"cost_weight must be a finite number, got {cost_weight!r}")
@@ -216,6 +218,7 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
             backend_options=backend_options,
             max_episode_steps=max_episode_steps,
             split=split,
+            **unknown,  # refused there with a ConfigError
         )
         self.metric_names = OBSERVED_METRICS_V1
         scales = {n: metrics.get(n).scale for n in OBSERVED_METRICS_V1}

@@ -159,9 +159,8 @@ def test_unknown_scenario_is_a_clear_error():
 def test_bad_layer_settings_are_clear_errors_before_anything_runs():
     with pytest.raises(ConfigError, match="unknown layers"):
         make(settings={"k8s-nope": {}})
-    env = make(settings={"do-managed-k8s": {"node_size": "s-2vcpu-5gb"}})
-    with pytest.raises(ConfigError, match="s-2vcpu-5gb"):
-        env.reset(seed=0)
+    with pytest.raises(ConfigError, match="s-2vcpu-5gb"):  # at make, before any deploy
+        make(settings={"do-managed-k8s": {"node_size": "s-2vcpu-5gb"}})
 
 
 def test_unknown_backend_is_a_clear_error():
