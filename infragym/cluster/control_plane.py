@@ -32,6 +32,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -409,6 +410,25 @@ class LocalCluster:
                 ),
                 deadline,
             )
+            pki = self.pki
+            self._start(
+                state,
+                "node-pools",
+                [
+                    "-m",
+                    "infragym.cluster.node_pools",
+                    f"--server={server}",
+                    f"--ca={pki.ca}",
+                    f"--cert={pki.cert('node-pools')}",
+                    f"--key={pki.key('node-pools')}",
+                ],
+                binary=sys.executable,
+            )
+            self._wait(state, "node-pools", self._pools_served, deadline)
+            if os.access(bin_dir / KUBE_STATE_METRICS, os.X_OK):
+                self._start(state, KUBE_STATE_METRICS, self._ksm_args(ports))
+                url = f"http://{_HOST}:{ports[KUBE_STATE_METRICS]}/metrics"
+                self._wait(state, KUBE_STATE_METRICS, lambda: _http_ok(url), deadline)
         except BaseException:
             self.down()
             raise

@@ -199,6 +199,16 @@ def reconcile(client: ApiClient) -> int:
         if node_name:
             pods_on[node_name] = pods_on.get(node_name, 0) + 1
     changes = 0
+    # Nodes of a deleted pool go at once (the garbage collector would get to them only
+    # after its next discovery of the NodePool type, up to 30 s later).
+    names = {p["metadata"]["name"] for p in pools}
+    for n in nodes:
+        owners = n["metadata"].get("ownerReferences") or []
+        if any(o.get("kind") == KIND for o in owners) and not any(
+            o.get("name") in names for o in owners
+        ):
+            _delete_node(client, n["metadata"]["name"], pods)
+            changes += 1
     for pool in pools:
         name = pool["metadata"]["name"]
         spec = pool.get("spec") or {}

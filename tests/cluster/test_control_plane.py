@@ -29,6 +29,7 @@ from infragym.cluster import COMPONENTS, LocalCluster
 from infragym.cluster.api import ApiClient, wait_for
 from infragym.cluster.node_pools import POOL_LABEL, _pools_path
 from infragym.errors import ClusterError
+from infragym.twin.units import quantity_value as q
 
 pytestmark = pytest.mark.kubernetes
 
@@ -98,11 +99,12 @@ def test_node_pool_nodes_ready_after_delay_with_catalog_capacity(k8s: ApiClient)
         assert time.monotonic() - t0 >= 1.5
         for n in ready:
             status = n["status"]
-            assert status["capacity"]["cpu"] == str(size.vcpus)
-            assert status["capacity"]["memory"] == f"{size.memory_mib}Mi"
-            assert status["allocatable"]["cpu"] == f"{round(size.allocatable_cpu * 1000)}m"
-            assert (
-                status["allocatable"]["memory"] == f"{round(size.allocatable_memory_gib * 1024)}Mi"
+            # (The API server writes quantities canonically: 4096Mi as 4Gi.)
+            assert q(status["capacity"]["cpu"]) == size.vcpus
+            assert q(status["capacity"]["memory"]) == q(f"{size.memory_mib}Mi")
+            assert q(status["allocatable"]["cpu"]) == q(f"{round(size.allocatable_cpu * 1000)}m")
+            assert q(status["allocatable"]["memory"]) == q(
+                f"{round(size.allocatable_memory_gib * 1024)}Mi"
             )
             assert n["metadata"]["labels"]["node.kubernetes.io/instance-type"] == size.slug
         pool = wait_for(
