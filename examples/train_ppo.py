@@ -1,8 +1,7 @@
-"""Train PPO (stable-baselines3) on SimpleK8sWebApp-v0 and compare it with the HPA baseline.
+"""Train PPO on SimpleK8sWebApp-v1 and compare it with the default and a tuned HPA.
 
-Needs the ``rl`` extra: ``pip install torch`` first (the CPU wheel if you can get it;
-PyPI's default Linux wheel is a 527 MB CUDA build plus several GB of NVIDIA libraries),
-then ``pip install -e ".[rl]"``.
+The same functions as ``infragym train``, ``infragym tune hpa`` and ``infragym evaluate``
+(needs the ``rl`` extra; see the README's "Training" section for torch's CPU wheel):
 
     python examples/train_ppo.py --steps 200000
 """
@@ -11,50 +10,37 @@ import argparse
 
 import gymnasium as gym
 
-import infragym  # noqa: F401
-from infragym.agents.baselines import make_agent
-from infragym.evaluate import evaluate
-
-
-class PPOAgent:
-    """Wraps a trained SB3 model in the agent interface ``evaluate`` drives."""
-
-    name = "ppo"
-
-    def __init__(self, model) -> None:
-        self.model = model
-
-    def reset(self, env, seed=None) -> None:
-        pass
-
-    def act(self, obs, info):
-        action, _ = self.model.predict(obs, deterministic=True)
-        return action
+import infragym  # noqa: F401  (registers the envs)
+from infragym.agents import specs
+from infragym.agents.training import TrainConfig, train
+from infragym.agents.tuning import save_tuned, tune_hpa
+from infragym.evaluate import compare, evaluate
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=200_000)
-    parser.add_argument("--envs", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int, default=24)
     args = parser.parse_args()
 
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
+    # PPO on the train split, the best checkpoint on the validation split kept.
+    config = TrainConfig(total_steps=args.steps, seed=args.seed, name=f"example-s{args.seed}")
+    train(config, log=print)
+    # The HPA tuned with the same budget in environment steps, on the same split.
+    save_tuned(tune_hpa(budget_steps=args.steps, seed=args.seed), "runs/example-hpa.json")
 
-    vec = make_vec_env("SimpleK8sWebApp-v0", n_envs=args.envs, seed=0)
-    model = PPO("MlpPolicy", vec, verbose=1, n_steps=240, batch_size=240, seed=0)
-    model.learn(total_timesteps=args.steps)
-    model.save("ppo_simple_k8s_web_app")
-
-    for r in evaluate(
-        lambda: gym.make("SimpleK8sWebApp-v0"),
-        [PPOAgent(model), make_agent("hpa")],
-        episodes=5,
-        seed=100,
-    ):
+    agents = [specs.make("hpa:runs/example-hpa.json"), specs.make("hpa"),
+              specs.make(f"ppo:{config.run_dir}")]  # fmt: skip
+    make_env = lambda: gym.make("SimpleK8sWebApp-v1", action_mode="absolute", split="test")  # noqa: E731
+    scenarios = make_env().unwrapped.scenario_names
+    results = evaluate(make_env, agents, args.episodes, seed=0, scenarios=scenarios)
+    for r in results:
+        d = compare(results)[r.agent]["mean_cost_hourly"]
         print(
-            f"{r.agent:6s} return {r.mean('ret'):7.1f}  SLO {r.mean('slo_attainment'):.1%}  "
-            f"cost ${r.mean('mean_cost_hourly'):.3f}/h"
+            f"{r.agent:24s} return {r.mean('ret'):7.1f}  SLO {r.mean('slo_attainment'):.1%}  "
+            f"cost ${r.mean('mean_cost_hourly'):.3f}/h ({100 * d.value:+.1f} % "
+            f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}] vs tuned hpa)"
         )
 
 

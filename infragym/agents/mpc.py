@@ -155,6 +155,35 @@ class MPCAgent:
             shape=shape, arrivals=old.arrivals, timeout_s=old.timeout_s, duration=None
         )
 
+    def _planning_copy(self, env: Any, rates: list[float]) -> bytes:
+        """A pickled copy of ``env`` on a Python twin whose load is the forecast.
+
+        The compiled twin (``FastTwin``) keeps its schedule in the core, so the copy runs
+        on the Python twin that replaying its log gives (:meth:`FastTwin.to_python`, the
+        same state); a Python twin is copied. Either way the real env is not touched.
+        """
+        from infragym.twin.fast import FastTwin
+
+        backend = env.backend
+        real = backend.twin
+        if isinstance(real, FastTwin):
+            twin = real.to_python()
+        else:
+            twin = pickle.loads(pickle.dumps(real, protocol=pickle.HIGHEST_PROTOCOL))
+        make_schedule = self._schedule(twin, rates, env.step_seconds)
+        for w in twin.workloads.values():
+            if w.role == "siege" and w.schedule is not None:
+                w.schedule = make_schedule(w.schedule)
+        twin._next_event = min(twin._next_event, twin.t)  # re-plan with the forecast
+        twin.rng = random.Random(self.rng.getrandbits(32))  # common to every candidate
+        backend.twin = None  # the env without its twin, then the copy's twin put in
+        try:
+            shell = pickle.loads(pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL))
+        finally:
+            backend.twin = real
+        shell.backend.twin = twin
+        return pickle.dumps(shell, protocol=pickle.HIGHEST_PROTOCOL)
+
     def act(self, observation: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
         env = self.env
         m = info["metrics"]
@@ -169,19 +198,10 @@ class MPCAgent:
         if self.limit:
             horizon = max(1, min(horizon, self.limit - self.steps + 1))
         rates = forecast(seen, horizon + 1, self.fit_steps, self.damping, self.margin)
-        step_s = env.step_seconds
-        make_schedule = self._schedule(env.backend.twin, rates, step_s)
-        blob = pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL)
-        noise_seed = self.rng.getrandbits(32)
+        blob = self._planning_copy(env, rates)
         best, best_value = keep, -math.inf
         for target in self._candidates(current):
             sim = pickle.loads(blob)
-            twin = sim.backend.twin
-            for w in twin.workloads.values():
-                if w.role == "siege" and w.schedule is not None:
-                    w.schedule = make_schedule(w.schedule)
-            twin._next_event = min(twin._next_event, twin.t)  # re-plan with the forecast
-            twin.rng = random.Random(noise_seed)
             value = 0.0
             for _ in range(horizon):
                 _, reward, _, _, _ = sim.step(sim.codec.encode(target, sim.knob_values))

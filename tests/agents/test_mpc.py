@@ -13,6 +13,7 @@ import infragym  # noqa: F401
 from infragym.agents.mpc import MPCAgent, forecast
 from infragym.apps.workload import Schedule, Step
 from infragym.errors import ConfigError
+from infragym.twin.fast import FastTwin
 
 
 def test_forecast_follows_a_trend_with_margin() -> None:
@@ -39,8 +40,13 @@ def test_the_plan_depends_on_the_past_only() -> None:
         obs, _, _, _, info = env.step(agent.act(obs, info))
     # A twin of this env with the same past and a different future (ten times the load
     # from now on): a planner that read the schedule would act differently on it.
+    # The future is changed on a Python twin (the compiled one keeps its schedule in the
+    # core), so the two envs' twins differ in engine too.
     other = copy.deepcopy(env)
-    twin = other.unwrapped.backend.twin
+    backend = other.unwrapped.backend
+    if isinstance(backend.twin, FastTwin):
+        backend.twin = backend.twin.to_python()
+    twin = backend.twin
     for w in _siege(other):
         now = round(twin.t / 30)
         w.schedule = Schedule(shape=Step(rates=[0.0] * now + [2500.0], step_seconds=30.0))
@@ -52,9 +58,13 @@ def test_the_plan_depends_on_the_past_only() -> None:
     agent.__dict__.update(copy.deepcopy(state) | {"env": other.unwrapped})
     a2 = agent.act(obs, info)
     assert np.array_equal(a1, a2)
+    # The changed future is real: the two envs serve different loads from now on.
+    _, _, _, _, i1 = env.step(a1)
+    _, _, _, _, i2 = other.step(a2)
+    assert i2["metrics"]["offered_rate"] > 5 * i1["metrics"]["offered_rate"]
     # Planning touched neither env.
     assert [w.schedule for w in _siege(env)] == real_schedules
-    assert env.unwrapped.steps == 6 and other.unwrapped.steps == 6
+    assert env.unwrapped.steps == 7 and other.unwrapped.steps == 7
 
 
 def test_mpc_needs_the_sim_twin() -> None:
