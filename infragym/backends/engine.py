@@ -16,6 +16,7 @@ Shared by :class:`~infragym.backends.pulumi.PulumiBackend` and ``infragym stacks
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -228,8 +229,8 @@ def _command_class() -> type:
 
             Without ``force``, the engine gets ``SIGINT``: it finishes its in-flight
             resource operations, records them and releases the stack's lock (a second
-            call stops it sooner). With ``force``, its whole process group (the engine and
-            the plugins it started) is killed, which leaves the lock behind for
+            call stops it sooner). With ``force``, the engine and the plugins it started
+            are killed (:func:`kill_session`), which leaves the lock behind for
             :meth:`Engine.clear_stale_locks`. Either way the command raises
             ``KeyboardInterrupt`` in ``thread``.
 
@@ -243,7 +244,7 @@ def _command_class() -> type:
                 self._stopped.add(thread)
                 try:
                     if force:
-                        os.killpg(proc.pid, signal.SIGKILL)
+                        kill_session(proc.pid)
                     else:
                         proc.send_signal(signal.SIGINT)
                 except ProcessLookupError:
@@ -255,6 +256,53 @@ def _command_class() -> type:
 
 
 _ENGINE_COMMAND: type | None = None
+
+
+def session_pids(sid: int) -> list[int]:
+    """PIDs of the live processes in session ``sid`` (Linux ``/proc``; empty elsewhere)."""
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after the command (in parentheses, which may hold spaces): state, ppid,
+        # pgrp, session, ...
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 3 and int(fields[3]) == sid:
+            found.append(int(entry))
+    return found
+
+
+def kill_session(pid: int) -> list[int]:
+    """``SIGKILL`` an engine started in a session of its own, and every process in it.
+
+    The engine is the session's leader (``start_new_session``); it puts each plugin it
+    starts (providers, the dynamic-provider host) in a process group of its own, but in
+    its session. Killing the engine's group alone would leave those running, orphaned,
+    still doing what they were asked. So every process of the session is killed.
+
+    Returns:
+        The PIDs signalled.
+    """
+    pids = [pid, *(p for p in session_pids(pid) if p != pid)]
+    killed = []
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+            killed.append(p)
+        except ProcessLookupError:
+            continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    return killed
 
 
 def make_command(path: str | None = None, secret_env: Mapping[str, str] | None = None) -> Any:

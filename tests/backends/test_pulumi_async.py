@@ -28,6 +28,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,15 +40,20 @@ from infragym.backends.pulumi import PulumiBackend, knob_value
 from infragym.backends.state import list_locks, parse_state_url
 from infragym.cli_stacks import find_stacks
 from infragym.errors import ConfigError, EngineError
-from infragym.knobs import IntRange, Knob
+from infragym.knobs import Choice, IntRange, Knob
 from tests.backends import dynlayers as dl
-from tests.backends.conftest import TEST_PASSPHRASE
+from tests.backends.conftest import TEST_PASSPHRASE, kill_marked, marked_pids
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(300)]
 
 DEPLOYMENT = "asy"
 DELAY = 2.5
 """Seconds ``test-base``'s provider takes per create or update."""
+
+SLOW = 15.0
+BASE_DELAY = Knob("base_delay", "test-base", dl.RECORD_TYPE, "base", "delay", Choice((DELAY, SLOW)))
+"""The provider's delay, as a knob: one update can be made slow (a change of it alone
+updates nothing, as the provider's diff ignores it)."""
 
 
 class Ctx:
@@ -186,17 +192,20 @@ def test_a_change_back_to_the_value_in_flight_is_dropped(ctx: Ctx) -> None:
 
 def test_a_free_layer_starts_at_once_while_another_is_busy(ctx: Ctx) -> None:
     b, queue = ctx.backend, ctx.backend.queue
-    b.apply([Change(dl.BASE_REPLICAS, 2)])
+    b.apply([Change(dl.BASE_REPLICAS, 2), Change(BASE_DELAY, SLOW)])
     t0 = time.monotonic()
     result = b.apply([Change(dl.APP_REPLICAS, 2)])
     assert (result.layers_updated, result.layers_queued) == (("test-app",), ())
     assert set(queue.in_flight) == {"test-base", "test-app"}
-    # test-app's provider does not sleep: it ends while test-base still runs.
+    started = {layer: u.started_at for layer, u in queue.in_flight.items()}
+    assert started["test-app"] - started["test-base"] < 1.0
+    # test-app's provider does not sleep: it ends while test-base's still does.
     ctx.until("app done", lambda: "test-app" not in queue.in_flight)
     print(f"test-app updated in {time.monotonic() - t0:.2f} s while test-base was busy")
     assert ctx.record("app")["spec"]["replicas"] == 2
     assert "test-base" in queue.in_flight
     assert ctx.record("base")["spec"]["replicas"] == 6
+    assert b.apply([Change(BASE_DELAY, DELAY)]).layers_queued == ("test-base",)
     assert b.wait(90)
     assert ctx.record("base")["spec"]["replicas"] == 2
 
@@ -351,6 +360,9 @@ def test_close_waits_for_the_update_in_flight_then_destroys(
     assert not list_locks(parse_state_url(url), "cls.test-base")
 
 
+# The killed update's inline program (in this process) ends with its engine gone; the
+# SDK then leaves a coroutine that Python reports as unraisable when collected.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_close_past_its_timeout_stops_the_update_and_leaves_no_lock(
     pulumi_env: Path, test_layers: None, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -358,18 +370,51 @@ def test_close_past_its_timeout_stops_the_update_and_leaves_no_lock(
     files.mkdir()
     url = f"file://{pulumi_env / 'state'}"
     slow = 30.0
+    mark = uuid.uuid4().hex  # on the engine and the plugins it starts
     b = PulumiBackend(
-        "kil", url, keep=True, step_wait=False, progress=False, actuation="async", close_timeout=1
+        "kil",
+        url,
+        keep=True,
+        step_wait=False,
+        progress=False,
+        actuation="async",
+        close_timeout=1,
+        env={"INFRAGYM_TEST_MARK": mark},
     )
+    try:
+        _close_past_timeout(b, url, files, slow, mark, caplog)
+    finally:
+        kill_marked(mark)
+
+
+def _provider_running(mark: str) -> bool:
+    """Whether a dynamic-provider plugin carrying ``mark`` runs."""
+    for pid in marked_pids(mark):
+        try:
+            if b"pulumi.dynamic" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _close_past_timeout(
+    b: PulumiBackend,
+    url: str,
+    files: Path,
+    slow: float,
+    mark: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     b.reset([LayerSpec("test-base", {"dir": str(files)})])
     # A settings change is not a knob: set the provider's delay on the deployed record.
     delay = Knob("delay", "test-base", dl.RECORD_TYPE, "base", "delay", IntRange(0, 60))
     b.apply([Change(dl.BASE_REPLICAS, 3), Change(delay, int(slow))])
     deadline = time.monotonic() + 60
-    while not list_locks(parse_state_url(url), "kil.test-base"):
+    while not list_locks(parse_state_url(url), "kil.test-base") or not _provider_running(mark):
         assert time.monotonic() < deadline, "the update never took its lock"
         time.sleep(0.1)
-    time.sleep(1.0)  # the provider is sleeping in the update
+    time.sleep(2.0)  # the provider is sleeping in the update
     t0 = time.monotonic()
     with caplog.at_level(logging.WARNING):
         b.close()
@@ -377,6 +422,11 @@ def test_close_past_its_timeout_stops_the_update_and_leaves_no_lock(
     print(f"\nclose past its 1 s timeout, with a {slow:.0f} s update in flight: {took:.2f} s")
     assert took < slow / 2
     assert "stopping 1 update(s) still running" in caplog.text
+    # The engine and its plugins are gone: none is left to finish the update later.
+    deadline = time.monotonic() + 10
+    while marked_pids(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marked_pids(mark) == []
     assert not list_locks(parse_state_url(url), "kil.test-base")
     (info,) = _stacks(url, "kil")
     assert info.locks == []
