@@ -11,14 +11,14 @@ under two policies closer to what a trained autoscaler does:
   timed one, so the figure is the env's speed, not the rule's.
 - *hold*: every knob kept.
 
-A last row runs random actions on the Python twin (``twin_engine="python"``), for
-comparison with the compiled core, which the env uses when ``infragym-twin-core`` is
-installed (``pip install ./native``); the first line says which one ran.
+A row runs random actions on the Python twin (``twin_engine="python"``), for comparison
+with the compiled core (``infragym._twin_core``, built by ``pip install -e .``), which the
+env uses when it is built.
 
-The v1 rows run v1's asynchronous actuation, which only the Python twin models for now
-(the compiled core runs v0's immediate actuation): random actions over every scenario
-family, random actions on a real trace (``trace-conv``), and the HPA rule replayed. The
-last column says which twin ran each row.
+The v1 rows run v1's asynchronous actuation: random actions over every scenario family
+(on the compiled core, then on the Python twin), random actions on a real trace
+(``trace-conv``), and the HPA rule replayed. The last column says which twin ran each
+row.
 
 The graph cache is warmed first (one mock run of the layers per scenario variant, about
 20 ms each, is a reset cost an agent pays once per variant, not a step cost).
@@ -85,6 +85,7 @@ def main() -> None:
     env = gym.make("SimpleK8sWebApp-v0")
     python_env = gym.make("SimpleK8sWebApp-v0", backend_options={"twin_engine": "python"})
     v1 = gym.make("SimpleK8sWebApp-v1")
+    v1_python = gym.make("SimpleK8sWebApp-v1", backend_options={"twin_engine": "python"})
     v1_trace = gym.make("SimpleK8sWebApp-v1", scenarios=["trace-conv"])
     start = time.perf_counter()
     for seed in range(200):  # every scenario variant, so resets hit the graph cache
@@ -102,6 +103,7 @@ def main() -> None:
         "SimpleK8sWebApp-v0, hold (no knob change)": (env, lambda i: hold),
         "  the same, Python twin, random actions": (python_env, random_policy(python_env)),
         "SimpleK8sWebApp-v1, random actions": (v1, random_policy(v1)),
+        "  the same, Python twin, random (v1)": (v1_python, random_policy(v1_python)),
         "SimpleK8sWebApp-v1, trace-conv, random": (v1_trace, random_policy(v1_trace)),
         "SimpleK8sWebApp-v1, HPA rule (replayed)": (
             v1,
@@ -115,7 +117,6 @@ def main() -> None:
         for name, (e, policy) in loops.items():
             best[name] = max(best[name], steps_per_second(e, args.steps, policy))
 
-    print("infragym-twin-core (the compiled twin): pip install ./native")
     print(f"warm-up: 600 resets in {warm:.1f} s (graph cache filled)")
     print(f"best of {args.repeats} interleaved rounds of {args.steps:,} steps")
     print(f"{'':42}{'steps/s':>10}{'ratio':>9}{'sim s / wall s':>17}  twin")

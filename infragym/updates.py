@@ -107,6 +107,15 @@ class LayerQueue:
                 return value
         return self.applied.get(name)
 
+    def copy(self) -> LayerQueue:
+        """An independent copy (the updates themselves are immutable, and shared)."""
+        dup = LayerQueue()
+        dup.requested = dict(self.requested)
+        dup.applied = dict(self.applied)
+        dup.in_flight = dict(self.in_flight)
+        dup.queued = {layer: dict(waiting) for layer, waiting in self.queued.items()}
+        return dup
+
     def busy(self, layers: Sequence[str]) -> list[bool]:
         """Whether each of ``layers`` has an update in flight."""
         return [layer in self.in_flight for layer in layers]

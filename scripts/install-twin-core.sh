@@ -1,20 +1,13 @@
 #!/usr/bin/env bash
-# Build the compiled twin core (native/: Rust + PyO3, built by maturin) and install it
-# into $PYTHON's environment. The sim backend uses it when it is installed; without it,
-# the Python twin runs (same results, about 2.5x slower under random actions).
-#
-# Needs a Rust toolchain (cargo); crates come from crates.io. About a minute.
+# Rebuild the compiled twin core (native/: Rust + PyO3) after a change to it, and check
+# that it imports. `pip install -e .` builds it with the package (maturin, through
+# native/build_backend.py, which says what to install when there is no Rust toolchain);
+# this reinstalls the package alone, without its dependencies. About a minute and a half
+# from a clean tree, 20 s when the crate is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
-if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
-  export PATH="$HOME/.cargo/bin:$PATH"  # rustup's default place, when not on PATH
-fi
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "install-twin-core: needs a Rust toolchain (cargo on PATH), from rustup.rs" >&2
-  exit 1
-fi
-"$PYTHON" -m pip install --quiet --disable-pip-version-check ./native
-"$PYTHON" -c "import infragym_twin_core" # fail here, not in the tests
-echo "install-twin-core: installed infragym-twin-core ($(cargo --version))" >&2
+"$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps -e .
+"$PYTHON" -c "import infragym._twin_core" # fail here, not in the tests
+echo "install-twin-core: built infragym._twin_core" >&2

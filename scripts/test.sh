@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
 bash scripts/install-debian-deps.sh                      # prometheus, shellcheck
-"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
-PYTHON="$PYTHON" bash scripts/install-twin-core.sh         # the compiled twin core
+"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[dev]"  # + the twin core (cargo)
+"$PYTHON" -c "import infragym._twin_core"                   # fail here, not in the tests
 pulumi_dir="$(PYTHON="$PYTHON" bash scripts/install-pulumi-cli.sh | tail -n 1)"  # built once, cached
 export PATH="$pulumi_dir:$PATH"
 export PULUMI_SKIP_UPDATE_CHECK=true

@@ -3,7 +3,7 @@
 ``reset`` runs the layer programs once under mocks to get the resource graph (cached by
 the layer settings, since programs are pure functions of them) and builds a
 :class:`~infragym.twin.twin.Twin` from it: the compiled one
-(:class:`~infragym.twin.fast.FastTwin`) when ``infragym-twin-core`` is installed and
+(:class:`~infragym.twin.fast.FastTwin`) when ``infragym._twin_core`` is built and
 models the graph. Steps never rerun Pulumi: a knob change writes the twin's copy of the
 resource.
 """

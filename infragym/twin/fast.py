@@ -1,11 +1,11 @@
-"""The twin with its step loop compiled: the optional ``infragym-twin-core`` extension.
+"""The twin with its step loop compiled: the ``infragym._twin_core`` extension.
 
 :class:`FastTwin` is a :class:`~infragym.twin.twin.Twin` whose state, once built, lives
-in a Rust ``Core`` (``native/`` in the repository; ``pip install ./native``). The core is
-a line-by-line port of the Python twin's step loop, with the same floating-point
-operations in the same order, so the two give the same metrics bit for bit (the tests
-hold them to that); the Python twin stays the reference and is what runs when the
-extension is not installed.
+in a Rust ``Core`` (``native/`` in the repository, built into the package by
+``pip install -e .``). The core is a line-by-line port of the Python twin's step loop,
+with the same floating-point operations in the same order, so the two give the same
+metrics bit for bit (the tests hold them to that); the Python twin stays the reference
+and is what runs when the extension is not built.
 
 The core covers what a step of the built-in environments needs: fixed-size node pools,
 Deployments, the siege-engine and the heater, and the knobs that set replicas, a pod's
@@ -69,9 +69,9 @@ class ReferenceNeeded(Exception):
 
 
 def core_module() -> Any | None:
-    """The compiled core's module, or ``None`` when ``infragym-twin-core`` is not installed."""
+    """The compiled core's module, or ``None`` when ``infragym._twin_core`` is not built."""
     try:
-        return importlib.import_module("infragym_twin_core")
+        return importlib.import_module("infragym._twin_core")
     except ImportError:
         return None
 
@@ -137,8 +137,9 @@ class FastTwin(Twin):
         module = core_module()
         if module is None:
             raise ConfigError(
-                "the compiled twin core is not installed: pip install ./native "
-                "(from a clone of infragym; needs a Rust toolchain)"
+                "the compiled twin core (infragym._twin_core) is not built: reinstall "
+                "infragym from its clone with pip install -e . (needs a Rust toolchain, "
+                "rustup.rs)"
             )
         if not supports(self):
             raise ReferenceNeeded(
@@ -237,10 +238,13 @@ class FastTwin(Twin):
         """A Python twin that has lived this twin's episode: the same state, since the two
         agree (the sim backend's hand-over when a change comes that the core does not model).
 
-        Its layer queue is rebuilt by the replay; a backend that keeps the queue outside the
-        twin (immediate actuation) hands its own over.
+        Its layer queue is a copy of this twin's: the replay rebuilds what the twin's own
+        requests did, and the copy also has what a backend recorded in the queue itself
+        (immediate actuation).
         """
-        return _replay(Twin(*self._origin), self._log)
+        twin = _replay(Twin(*self._origin), self._log)
+        twin.queue = self.queue.copy()
+        return twin
 
     def _set_replicas(self, key: tuple[str, str], value: Any) -> None:
         self._core.set_replicas(self._workload_index[key], int(value))

@@ -479,7 +479,7 @@ type WorkloadState = (
 );
 
 /// The state and step loop of one twin (see the module docs).
-#[pyclass(module = "infragym_twin_core")]
+#[pyclass(module = "infragym._twin_core")]
 struct Core {
     nodes: Vec<Node>,
     pools: Vec<Pool>,
@@ -1564,7 +1564,7 @@ impl Core {
 }
 
 #[pymodule]
-fn infragym_twin_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+fn _twin_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     Ok(())
 }

@@ -205,7 +205,7 @@ def test_without_the_extension_auto_is_the_python_twin_and_native_says_how_to_in
 ):
     monkeypatch.setattr(fast, "core_module", lambda: None)
     assert type(make_twin(web_app(), 0, TwinParams(), "auto")) is Twin
-    with pytest.raises(ConfigError, match=r"pip install \./native"):
+    with pytest.raises(ConfigError, match=r"pip install -e \."):
         make_twin(web_app(), 0, TwinParams(), "native")
 
 
@@ -417,3 +417,24 @@ def test_v1_gives_the_same_episodes_on_both_engines(seed):
         runs.append(steps)
     assert runs[0] == runs[1]
     assert any(step[5] for step in runs[0][1:-1])  # updates were in flight
+
+
+@pytest.mark.parametrize("actuation", ["immediate", "async"])
+def test_to_python_gives_a_python_twin_in_the_same_state_with_the_same_queue(actuation):
+    records = web_app(replicas=3, node_size="s-2vcpu-4gb", schedule=Schedule(shape=SHAPES["ramp"]))
+    backend = _Graph(records, "native", actuation=actuation)
+    backend.reset(seed=4)
+    backend.queue.deployed({"replicas": 3, "limit": "1000m", "count": 2, "size": "s-2vcpu-4gb"})
+    rng = random.Random(4)
+    for _ in range(25):
+        backend.apply(_random_changes(rng, _KNOBS))
+        backend.advance(30.0)
+    fast_twin = backend.twin
+    assert isinstance(fast_twin, FastTwin)
+    twin = fast_twin.to_python()
+    assert type(twin) is Twin
+    assert twin.queue is not fast_twin.queue
+    assert _async_state(twin) == _async_state(fast_twin)
+    for one in (twin, fast_twin):  # and they go on alike
+        one.advance(600.0)
+    assert _async_state(twin) == _async_state(fast_twin)
