@@ -125,13 +125,14 @@ if wanted kwok && [ ! -x "$dest/kwok" ]; then
 fi
 
 # KWOK ships no behaviour of its own: the cluster gives it the stage definitions that its
-# module carries (node initialise and heartbeat with lease; pod ready, complete, delete).
-# They are copied from the module cache beside the binary and read at run time.
+# module carries (node heartbeat with lease; pod ready, complete, delete; the node
+# initialise stage is infragym's own, in infragym/cluster/stages.py). They are copied
+# from the module cache beside the binary and read at run time.
 if wanted kwok && [ ! -s "$dest/kwok-stages/pod-delete.yaml" ]; then
   kwok_src="$(go mod download -json "sigs.k8s.io/kwok@v$KWOK_VERSION" \
     | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/kustomize/stage"
   mkdir -p "$dest/kwok-stages"
-  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+  for f in node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
     pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
     install -m 0644 "$kwok_src/$f" "$dest/kwok-stages/$(basename "$f")"
   done
