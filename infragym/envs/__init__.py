@@ -6,10 +6,12 @@ ENV_IDS: dict[str, dict] = {
     "SimpleK8sWebApp-v0": {
         "entry_point": "infragym.envs.simple_k8s_web_app:SimpleK8sWebAppEnv",
         "max_episode_steps": 120,
+        "vector_entry_point": "infragym.envs.vector:vector_v0",
     },
     "SimpleK8sWebApp-v1": {
         "entry_point": "infragym.envs.simple_k8s_web_app_v1:SimpleK8sWebAppV1Env",
         "max_episode_steps": 120,
+        "vector_entry_point": "infragym.envs.vector:vector_v1",
     },
 }
 """Environment id → registration keyword arguments."""

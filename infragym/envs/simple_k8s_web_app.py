@@ -299,9 +299,20 @@ class SimpleK8sWebAppEnv(gym.Env):
         return obs, info
 
     def step(self, action):
-        new = self.codec.decode_indices(action, self._knob_index)
-        layers = self._change_knobs(new) if new != self._knob_index else ()
+        layers = self._act(action)
         self.backend.advance(self.step_seconds)
+        return self._after_advance(layers)
+
+    def _act(self, action) -> tuple[str, ...]:
+        """A step up to the advance: apply the knobs the action changes; the layers updated.
+
+        (A vector env advances the backends of all its envs at once between the two halves.)
+        """
+        new = self.codec.decode_indices(action, self._knob_index)
+        return self._change_knobs(new) if new != self._knob_index else ()
+
+    def _after_advance(self, layers: tuple[str, ...]):
+        """A step after the advance: observe, reward, and the step's return value."""
         observed = self._observe()
         self.steps += 1
         self.history.append(observed)

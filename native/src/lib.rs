@@ -1563,8 +1563,24 @@ impl Core {
     }
 }
 
+/// Advance every core by `seconds`, in order, in one call from Python (a vector env's
+/// step): the metrics of each, as `Core::advance` returns them.
+#[pyfunction]
+fn advance_many<'py>(
+    py: Python<'py>,
+    cores: Vec<Bound<'py, Core>>,
+    seconds: f64,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let mut out = Vec::with_capacity(cores.len());
+    for core in &cores {
+        out.push(core.borrow_mut().advance(py, seconds)?);
+    }
+    Ok(out)
+}
+
 #[pymodule]
 fn _twin_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
+    m.add_function(wrap_pyfunction!(advance_many, m)?)?;
     Ok(())
 }

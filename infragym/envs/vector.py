@@ -1,0 +1,164 @@
+"""A vector env of SimpleK8sWebApp envs that advances all their twins in one call.
+
+``gym.make_vec("SimpleK8sWebApp-v1", num_envs=N, vectorization_mode="vector_entry_point")``
+builds :class:`SimpleK8sWebAppVectorEnv`. Its :meth:`~SimpleK8sWebAppVectorEnv.step`
+applies each env's action to its twin, then advances every compiled twin in one call
+into the core (:func:`infragym.twin.fast.advance_all`), then observes and rewards each
+env. The N envs are the N envs ``gym.make`` would give, with the same seeds: the same
+episodes bit for bit (``tests/envs/test_vector.py``).
+
+Conventions: Gymnasium 1.x's ``NEXT_STEP`` autoreset (an env that ended is reset by the
+next ``step``, which returns its reset observation with reward 0 and ignores its action),
+``reset(seed=s)`` seeds env ``i`` with ``s + i`` (a list gives one seed per env), and the
+infos are batched by :meth:`gymnasium.vector.VectorEnv._add_info` (a ``_key`` mask beside
+each key), as :class:`gymnasium.vector.SyncVectorEnv` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.envs.registration import load_env_creator
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
+
+from infragym.backends.sim import SimBackend
+from infragym.errors import ConfigError
+from infragym.twin.fast import advance_all
+
+
+class SimpleK8sWebAppVectorEnv(VectorEnv):
+    """``num_envs`` SimpleK8sWebApp envs of one id, stepped together.
+
+    Args:
+        num_envs: How many envs.
+        env_id: Which environment (``SimpleK8sWebApp-v0`` or ``-v1``).
+        **kwargs: The env's arguments (as for ``gym.make``), the same for every env.
+
+    Raises:
+        ConfigError: ``num_envs`` is not a positive integer, or an unknown id.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int, env_id: str = "SimpleK8sWebApp-v1", **kwargs: Any) -> None:
+        from infragym.envs import ENV_IDS
+
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if env_id not in ENV_IDS:
+            raise ConfigError(f"unknown env id {env_id!r}; valid: {sorted(ENV_IDS)}")
+        make_env = load_env_creator(ENV_IDS[env_id]["entry_point"])
+        self.envs = [make_env(**kwargs) for _ in range(num_envs)]
+        self.num_envs = num_envs
+        first = self.envs[0]
+        self.render_mode = first.render_mode
+        self.metadata = {**first.metadata, "autoreset_mode": AutoresetMode.NEXT_STEP}
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._observations = create_empty_array(self.single_observation_space, num_envs)
+        self._obs: list[Any] = [None] * num_envs
+        self._rewards = np.zeros(num_envs, dtype=np.float64)
+        self._terminations = np.zeros(num_envs, dtype=np.bool_)
+        self._truncations = np.zeros(num_envs, dtype=np.bool_)
+        self._autoreset = np.zeros(num_envs, dtype=np.bool_)
+
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every env: env ``i`` with ``seed + i`` (or ``seed[i]``) and ``options``."""
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ConfigError(
+                    f"a list of seeds needs one per env ({self.num_envs}), got {len(seeds)}"
+                )
+        infos: dict[str, Any] = {}
+        for i, (env, one) in enumerate(zip(self.envs, seeds, strict=True)):
+            self._obs[i], info = env.reset(seed=one, options=options)
+            infos = self._add_info(infos, info, i)
+        self._terminations[:] = self._truncations[:] = self._autoreset[:] = False
+        self._rewards[:] = 0.0
+        return self._batch(), infos
+
+    def step(
+        self, actions: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every env; the envs that ended at the last step are reset instead."""
+        envs = self.envs
+        stepping: list[tuple[int, tuple[str, ...]]] = []
+        infos: dict[str, Any] = {}
+        reset_infos: list[tuple[int, dict[str, Any]]] = []
+        for i, action in enumerate(iterate(self.action_space, actions)):
+            if self._autoreset[i]:
+                self._obs[i], info = envs[i].reset()
+                self._rewards[i] = 0.0
+                self._terminations[i] = self._truncations[i] = False
+                reset_infos.append((i, info))
+            else:
+                stepping.append((i, envs[i]._act(action)))
+        self._advance([envs[i] for i, _ in stepping])
+        done = iter(reset_infos)
+        pending = next(done, None)
+        for i, layers in stepping:
+            while pending is not None and pending[0] < i:  # infos in env order
+                infos = self._add_info(infos, pending[1], pending[0])
+                pending = next(done, None)
+            obs, reward, terminated, truncated, info = envs[i]._after_advance(layers)
+            self._obs[i], self._rewards[i] = obs, reward
+            self._terminations[i], self._truncations[i] = terminated, truncated
+            infos = self._add_info(infos, info, i)
+        while pending is not None:
+            infos = self._add_info(infos, pending[1], pending[0])
+            pending = next(done, None)
+        self._autoreset = self._terminations | self._truncations
+        return (
+            self._batch(),
+            self._rewards.copy(),
+            self._terminations.copy(),
+            self._truncations.copy(),
+            infos,
+        )
+
+    def _advance(self, envs: list[Any]) -> None:
+        """Advance the envs' backends by a step: the twins in one call into the core."""
+        if not envs:
+            return
+        seconds = float(envs[0].step_seconds)
+        if all(type(e.backend) is SimBackend for e in envs):
+            advance_all([e.backend._twin() for e in envs], seconds)
+        else:
+            for env in envs:
+                env.backend.advance(env.step_seconds)
+
+    def _batch(self) -> np.ndarray:
+        self._observations = concatenate(
+            self.single_observation_space, self._obs, self._observations
+        )
+        return self._observations.copy()
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Close every env (and its backend)."""
+        for env in self.envs:
+            env.close()
+
+
+def vector_v0(num_envs: int, **kwargs: Any) -> SimpleK8sWebAppVectorEnv:
+    """SimpleK8sWebApp-v0's vector entry point."""
+    return SimpleK8sWebAppVectorEnv(num_envs, env_id="SimpleK8sWebApp-v0", **kwargs)
+
+
+def vector_v1(num_envs: int, **kwargs: Any) -> SimpleK8sWebAppVectorEnv:
+    """SimpleK8sWebApp-v1's vector entry point."""
+    return SimpleK8sWebAppVectorEnv(num_envs, env_id="SimpleK8sWebApp-v1", **kwargs)

@@ -1,0 +1,96 @@
+"""The vector env: N SimpleK8sWebApp envs stepped together, their twins advanced in one call.
+
+The reference is Gymnasium's own SyncVectorEnv over N ``gym.make`` envs with the same
+seeds: the same observations, rewards, terminations, truncations and infos, bit for bit,
+across episode ends (``NEXT_STEP`` autoreset).
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+import infragym  # noqa: F401  (registers the envs)
+from infragym.envs.vector import SimpleK8sWebAppVectorEnv
+from infragym.errors import ConfigError
+from infragym.twin import fast
+from infragym.twin.fast import FastTwin
+
+
+def _plain(value):
+    """Infos made comparable: NaN as None, arrays as lists, recursively."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _run(envs, actions, seed):
+    out = []
+    obs, infos = envs.reset(seed=seed)
+    out.append((obs.tolist(), _plain(infos)))
+    for action in actions:
+        obs, rewards, terms, truncs, infos = envs.step(action)
+        out.append((obs.tolist(), rewards.tolist(), terms.tolist(), truncs.tolist(), _plain(infos)))
+    envs.close()
+    return out
+
+
+@pytest.mark.parametrize("env_id", ["SimpleK8sWebApp-v1", "SimpleK8sWebApp-v0"])
+def test_the_vector_env_gives_n_separate_envs_episodes_bit_for_bit(env_id):
+    n, steps, limit = 3, 45, 20  # past two episode ends (autoreset)
+    vec = gym.make_vec(
+        env_id, num_envs=n, vectorization_mode="vector_entry_point", max_episode_steps=limit
+    )
+    assert isinstance(vec.unwrapped, SimpleK8sWebAppVectorEnv)
+    assert vec.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    reference = SyncVectorEnv([lambda: gym.make(env_id, max_episode_steps=limit) for _ in range(n)])
+    assert vec.observation_space == reference.observation_space
+    assert vec.action_space == reference.action_space
+    vec.action_space.seed(7)
+    actions = [vec.action_space.sample() for _ in range(steps)]
+    got, want = _run(vec, actions, seed=5), _run(reference, actions, seed=5)
+    assert got == want
+    assert any(any(step[3]) for step in got[1:])  # episodes ended and were reset
+
+
+def test_one_call_into_the_core_advances_every_twin(monkeypatch):
+    calls = []
+    module = fast.core_module()
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(module, name)
+
+        def advance_many(self, cores, seconds):
+            calls.append(len(cores))
+            return module.advance_many(cores, seconds)
+
+    vec = gym.make_vec("SimpleK8sWebApp-v1", num_envs=4, vectorization_mode="vector_entry_point")
+    vec.reset(seed=0)
+    assert all(isinstance(e.backend.twin, FastTwin) for e in vec.unwrapped.envs)
+    monkeypatch.setattr(fast, "core_module", lambda: Spy())
+    for _ in range(3):
+        vec.step(vec.action_space.sample())
+    assert calls == [4, 4, 4]  # no episode ends in three steps
+    vec.close()
+
+
+def test_seeds_per_env_and_bad_arguments():
+    vec = gym.make_vec("SimpleK8sWebApp-v1", num_envs=2, vectorization_mode="vector_entry_point")
+    obs, _ = vec.reset(seed=[3, 3])
+    assert obs[0].tolist() == obs[1].tolist()  # the same seed, the same start
+    with pytest.raises(ConfigError, match="one per env"):
+        vec.reset(seed=[1, 2, 3])
+    vec.close()
+    with pytest.raises(ConfigError, match="num_envs"):
+        SimpleK8sWebAppVectorEnv(0)
