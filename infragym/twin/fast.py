@@ -28,7 +28,7 @@ import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from infragym.apps.workload import Schedule
+from infragym.apps.workload import Schedule, Trace
 from infragym.catalog import Size, unknown_choice
 from infragym.errors import ConfigError
 from infragym.graph import Change, ResourceRecord
@@ -528,15 +528,23 @@ _SHAPE_PARAMS = {
 """The schedule shapes the core integrates itself, with their parameters in its order."""
 
 
-def _schedule_spec(schedule: Schedule) -> tuple[str, list[float], float | None, Any]:
-    """(shape kind, its parameters, the duration, ``mean_rate``): a schedule for the core.
+def _schedule_spec(
+    schedule: Schedule,
+) -> tuple[str, list[float], float | None, Any, tuple | None]:
+    """(shape kind, its parameters, the duration, ``mean_rate``, a trace's index): a
+    schedule for the core.
 
-    The core integrates the shapes of :data:`_SHAPE_PARAMS` itself and calls
-    ``mean_rate`` for the others.
+    The core integrates the shapes of :data:`_SHAPE_PARAMS` and traces itself (a trace
+    from its index: point times and rates, the cumulative integral at each point, the
+    loop period and the requests of one period), and calls ``mean_rate`` for the others.
     """
     shape = schedule.shape
     params = [float(getattr(shape, name)) for name in _SHAPE_PARAMS.get(shape.kind, ())]
-    return shape.kind, params, schedule.duration, schedule.mean_rate
+    trace = None
+    if isinstance(shape, Trace):
+        index = shape._indexed()
+        trace = (index.times, index.rates, index.cum, index.period, index.per_period)
+    return shape.kind, params, schedule.duration, schedule.mean_rate, trace
 
 
 def make_twin(

@@ -92,7 +92,8 @@ struct Work {
 }
 
 /// A siege-engine schedule (`infragym.apps.workload.Schedule.mean_rate`): the shapes with
-/// a closed-form integral here, the others (steps, traces, a clipped diurnal) in Python.
+/// an exact integral here, the others in Python: steps (`Step.integral` sums with
+/// `sum()`, which Python 3.12 compensates) and a diurnal curve clipped at zero.
 enum Arrivals {
     Constant {
         rate: f64,
@@ -115,7 +116,67 @@ enum Arrivals {
         spike_seconds: f64,
         offset: f64,
     },
+    /// `Trace`, as its `_TraceIndex`: point times and rates, the cumulative integral at
+    /// each point, the loop period (0: no loop) and the requests of one period.
+    Trace(TraceIndex),
     Python,
+}
+
+/// `infragym.apps.workload._TraceIndex`, taken over from Python.
+struct TraceIndex {
+    times: Vec<f64>,
+    rates: Vec<f64>,
+    cum: Vec<f64>,
+    period: f64,
+    per_period: f64,
+}
+
+/// The trace data `FastTwin` sends: (times, rates, cumulative, period, per period).
+type TraceState = (Vec<f64>, Vec<f64>, Vec<f64>, f64, f64);
+
+impl TraceIndex {
+    /// `_TraceIndex.cumulative`.
+    fn cumulative(&self, t: f64) -> f64 {
+        let i = self.times.partition_point(|&x| x <= t); // bisect_right
+        if i == 0 {
+            return self.rates[0] * (t - self.times[0]);
+        }
+        let i = i - 1;
+        self.cum[i] + self.rates[i] * (t - self.times[i])
+    }
+
+    /// `_TraceIndex.looped`.
+    fn looped(&self, t: f64) -> f64 {
+        if self.period == 0.0 {
+            return self.cumulative(t);
+        }
+        let (k, r) = py_divmod(t - self.times[0], self.period);
+        k * self.per_period + self.cumulative(self.times[0] + r)
+    }
+}
+
+/// Python's `divmod(x, y)` of two floats (CPython's `_float_div_mod`).
+fn py_divmod(vx: f64, wx: f64) -> (f64, f64) {
+    let mut m = vx % wx; // C's fmod
+    let mut div = (vx - m) / wx;
+    if m != 0.0 {
+        if (wx < 0.0) != (m < 0.0) {
+            m += wx;
+            div -= 1.0;
+        }
+    } else {
+        m = 0.0f64.copysign(wx);
+    }
+    let floordiv = if div != 0.0 {
+        let mut f = div.floor();
+        if div - f > 0.5 {
+            f += 1.0;
+        }
+        f
+    } else {
+        0.0f64.copysign(vx / wx)
+    };
+    (floordiv, m)
 }
 
 struct Schedule {
@@ -125,8 +186,36 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn from_spec(kind: &str, p: &[f64], duration: Option<f64>, mean_rate: PyObject) -> Self {
-        let arrivals = match (kind, p) {
+    fn from_spec(
+        kind: &str,
+        p: &[f64],
+        duration: Option<f64>,
+        mean_rate: PyObject,
+        trace: Option<TraceState>,
+    ) -> Self {
+        let arrivals = match (kind, p, trace) {
+            ("trace", _, Some((times, rates, cum, period, per_period)))
+                if !times.is_empty() && times.len() == rates.len() && times.len() == cum.len() =>
+            {
+                Arrivals::Trace(TraceIndex {
+                    times,
+                    rates,
+                    cum,
+                    period,
+                    per_period,
+                })
+            }
+            (kind, p, _) => Self::closed_form(kind, p),
+        };
+        Schedule {
+            arrivals,
+            duration,
+            mean_rate,
+        }
+    }
+
+    fn closed_form(kind: &str, p: &[f64]) -> Arrivals {
+        match (kind, p) {
             ("constant", &[rate]) => Arrivals::Constant { rate },
             ("ramp", &[start, end, duration]) => Arrivals::Ramp {
                 start,
@@ -149,11 +238,6 @@ impl Schedule {
                 offset,
             },
             _ => Arrivals::Python,
-        };
-        Schedule {
-            arrivals,
-            duration,
-            mean_rate,
         }
     }
 
@@ -217,6 +301,7 @@ impl Schedule {
                 }
                 total
             }
+            Arrivals::Trace(ref index) => index.looped(t1) - index.looped(t0),
             Arrivals::Python => unreachable!("mean_rate calls Python for these"),
         }
     }
@@ -471,7 +556,7 @@ type WorkloadState = (
     Option<f64>,
     i64,
     Option<(f64, f64, f64)>,
-    Option<(String, Vec<f64>, Option<f64>, PyObject)>,
+    Option<(String, Vec<f64>, Option<f64>, PyObject, Option<TraceState>)>,
     Vec<bool>,
     Vec<BatchState>,
     f64,
@@ -613,8 +698,8 @@ impl Core {
                     timeout,
                     cpu_s,
                 }),
-                schedule: schedule.map(|(kind, p, duration, mean_rate)| {
-                    Schedule::from_spec(&kind, &p, duration, mean_rate)
+                schedule: schedule.map(|(kind, p, duration, mean_rate, trace)| {
+                    Schedule::from_spec(&kind, &p, duration, mean_rate, trace)
                 }),
                 pool_ok,
                 batches: core_batches,
