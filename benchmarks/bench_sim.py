@@ -20,15 +20,23 @@ The v1 rows run v1's asynchronous actuation: random actions over every scenario 
 (``trace-conv``), and the HPA rule replayed. The last column says which twin ran each
 row.
 
+Then the vector env (``gym.make_vec(..., vectorization_mode="vector_entry_point")``): v1
+under random actions at the first ``--vector-envs`` size, in env-steps/s against
+CartPole-v1's single-env steps/s (the target is 10x), and the resident memory per env at
+each size (the growth of the process's RSS from making and resetting the vector env,
+divided by its envs; Linux only).
+
 The graph cache is warmed first (one mock run of the layers per scenario variant, about
 20 ms each, is a reset cost an agent pays once per variant, not a step cost).
 
-    python benchmarks/bench_sim.py [--steps N] [--repeats R]
+    python benchmarks/bench_sim.py [--steps N] [--repeats R] [--vector-envs N ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import time
 
 import gymnasium as gym
@@ -46,6 +54,28 @@ def steps_per_second(env, steps: int, policy) -> float:
         if term or trunc:
             env.reset()
     return steps / (time.perf_counter() - start)
+
+
+def vector_steps_per_second(vec, env_steps: int) -> float:
+    """Env-steps/s of a vector env under random actions, over about ``env_steps`` env-steps."""
+    vec.reset(seed=0)
+    vec.action_space.seed(0)
+    actions = [vec.action_space.sample() for _ in range(100)]
+    steps = max(1, env_steps // vec.num_envs)
+    start = time.perf_counter()
+    for i in range(steps):
+        vec.step(actions[i % 100])  # the vector env resets ended envs itself
+    return steps * vec.num_envs / (time.perf_counter() - start)
+
+
+def rss_mib() -> float:
+    """The process's resident memory now (MiB, from /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except OSError:
+        return float("nan")
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def recorded_hpa_actions(env, steps: int) -> list[np.ndarray]:
@@ -78,6 +108,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument(
         "--repeats", type=int, default=3, help="rounds; each loop's best round is reported"
+    )
+    parser.add_argument(
+        "--vector-envs",
+        type=int,
+        nargs="*",
+        default=[256, 4096],
+        help="vector env sizes: memory per env at each, env-steps/s at the first",
     )
     args = parser.parse_args()
 
@@ -127,6 +164,22 @@ def main() -> None:
         engine = "compiled" if twin == "FastTwin" else "Python"
         print(f"{name:42}{sps:>10,.0f}{sps / cart_sps:>9.3f}{sps * step_s:>17,.0f}  {engine}")
     print("v0 targets: ratio >= 0.3, sim s / wall s >= 1,000,000 (compiled core)")
+    for i, n in enumerate(args.vector_envs):
+        gc.collect()
+        before = rss_mib()
+        vec = gym.make_vec(
+            "SimpleK8sWebApp-v1", num_envs=n, vectorization_mode="vector_entry_point"
+        )
+        vec.reset(seed=0)
+        per_env = (rss_mib() - before) * 1024 / n
+        if i == 0:
+            sps = max(vector_steps_per_second(vec, args.steps) for _ in range(args.repeats))
+            name = f"SimpleK8sWebApp-v1 vector env, N={n}, random"
+            print(f"{name:42}{sps:>10,.0f}{sps / cart_sps:>9.3f}{sps * step_s:>17,.0f}  compiled")
+            print("vector target: ratio >= 10 (env-steps/s against CartPole's single-env steps/s)")
+        print(f"vector env, N={n:,}: {per_env:,.0f} KiB resident memory per env")
+        vec.close()
+        del vec
 
 
 if __name__ == "__main__":
