@@ -64,6 +64,7 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 _HOST = "127.0.0.1"
 _LOG_TAIL_LINES = 25
+_PORT_ATTEMPTS = 3
 
 
 def cache_root() -> Path:
@@ -356,6 +357,20 @@ class LocalCluster:
         self.down()  # whatever is left of an earlier start
         if fresh and self.dir.exists():
             shutil.rmtree(self.dir)
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                return self._up(bin_dir, timeout)
+            except ClusterError as exc:
+                # A port found free was taken by another process before the component
+                # bound it: try again on fresh ports (the kubeconfig is rewritten).
+                if "address already in use" not in str(exc) or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+                state = self._state()
+                state["ports"] = {}
+                self._save(state)
+        raise AssertionError("unreachable")
+
+    def _up(self, bin_dir: Path, timeout: float) -> ClusterStatus:
         state = self._state()
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)

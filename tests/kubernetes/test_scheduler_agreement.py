@@ -13,15 +13,17 @@ Thresholds, and why:
 - **Pending count: every configuration.** Whether a pod fits is arithmetic on the same
   figures on both sides (requests against allocatable from the same catalogue, CPU in
   millicores and memory in MiB, exact in both), so any difference is a twin bug.
-- **Pods per node: at least** :data:`PLACEMENT_THRESHOLD`. The twin places a pod on the
-  node with the most free CPU share (ties to the first node); kube-scheduler scores
-  nodes by the mean of free CPU and memory shares (NodeResourcesFit, LeastAllocated),
-  by how balanced CPU and memory use would be (NodeResourcesBalancedAllocation) and by
-  spreading a ReplicaSet's pods (default PodTopologySpread), and breaks ties at random.
-  On one pool of identical nodes both fill the nodes evenly, so they must agree there;
-  across two pools of different shapes the scores can rank nodes differently, which
-  ``docs/twin.md`` documents as a known difference. The bound is the measured rate
-  (see the README's table) less a margin for the scheduler's random tie-breaks.
+- **Pods per node: every configuration on one pool of identical nodes, and at least
+  half of the others.** The twin places a pod on the node with the most free CPU share
+  (ties to the first node); kube-scheduler scores nodes by the mean of free CPU and
+  memory shares (NodeResourcesFit, LeastAllocated), by how balanced CPU and memory use
+  would be (NodeResourcesBalancedAllocation) and by spreading a ReplicaSet's pods
+  (default PodTopologySpread), and breaks ties at random. On one pool of identical nodes
+  both fill the nodes evenly, so they must agree there. Only where the app may use two
+  pools of different shapes (16 of the 200 configurations) can the scores rank nodes
+  differently: ``docs/twin.md`` documents it as a known difference. Measured: 2 of the
+  16 differ (by one pod between the pools); allowing half of them is the margin for
+  kube-scheduler's random tie-breaks.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ from infragym.cluster.scheduler_check import compare, describe, random_configs
 pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(1200)]
 
 CONFIGS = 200
-PLACEMENT_THRESHOLD = 0.90
-"""Share of configurations with the same pods per node (see the module docstring)."""
+MAY_DIFFER_THRESHOLD = 0.5
+"""Share of the two-pool configurations whose pods per node may differ (see above)."""
 
 
 def test_twin_agrees_with_kube_scheduler(k8s: ApiClient) -> None:
-    rows = compare(k8s, random_configs(CONFIGS, seed=0), batch=20)
+    configs = random_configs(CONFIGS, seed=0)
+    rows = compare(k8s, configs, batch=20)
     assert len(rows) == CONFIGS
     pending = [(c, t, r) for c, t, r in rows if t.pending != r.pending]
     placement = [
@@ -54,10 +57,11 @@ def test_twin_agrees_with_kube_scheduler(k8s: ApiClient) -> None:
         )
 
     assert not pending, f"Pending counts differ in {len(pending)} configurations:\n{show(pending)}"
-    # Pinned to one pool of identical nodes: both fill the nodes evenly.
-    one_pool = [x for x in placement if x[0].pinned or not x[0].extra_size]
+    # Pinned to one pool, or with only one pool: both fill identical nodes evenly.
+    may_differ = [c for c in configs if not c.pinned and c.extra_size]
+    one_pool = [x for x in placement if x[0] not in may_differ]
     assert not one_pool, f"placement differs on one pool of identical nodes:\n{show(one_pool)}"
-    agree = 1 - len(placement) / CONFIGS
-    assert agree >= PLACEMENT_THRESHOLD, (
-        f"pods per node agree in {agree:.1%} of configurations:\n{show(placement)}"
+    assert len(placement) <= MAY_DIFFER_THRESHOLD * len(may_differ), (
+        f"pods per node differ in {len(placement)} of the {len(may_differ)} two-pool "
+        f"configurations:\n{show(placement)}"
     )
