@@ -16,10 +16,11 @@ core completes each update inside its event loop, at the instant it converges or
 out, and starts the layer's queued update there, from the changes :meth:`FastTwin.request`
 translated for it; :meth:`FastTwin.advance` then replays the completions on the queue.
 
-A graph with an HPA, an autoscaling pool or a database runs on the Python twin
-(:func:`supports`). Any other property change raises :class:`ReferenceNeeded`, on which
-the sim backend replays the episode on the Python twin (:meth:`FastTwin.to_python`) and
-carries on there.
+The core runs the graph's HPAs too (Kubernetes' algorithm, after each step's metrics);
+their replica changes are written into the twin's inputs after the step. A graph with an
+autoscaling pool or a database runs on the Python twin (:func:`supports`). Any other
+property change raises :class:`ReferenceNeeded`, on which the sim backend replays the
+episode on the Python twin (:meth:`FastTwin.to_python`) and carries on there.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def core_module() -> Any | None:
 def supports(twin: Twin) -> bool:
     """Whether the compiled core models everything in ``twin``'s graph."""
     return (
-        not twin.autoscalers
+        all(h.target.cpu_request > 0 for h in twin.autoscalers.values())
         and twin.database is None
         and not any(p.auto_scale for p in twin.pools.values())
         and all(w.role in _ROLES for w in twin.workloads.values())
@@ -143,8 +144,8 @@ class FastTwin(Twin):
             )
         if not supports(self):
             raise ReferenceNeeded(
-                "the compiled twin core does not model this graph (it has an HPA, an "
-                "autoscaling pool or a database)"
+                "the compiled twin core does not model this graph (it has an autoscaling "
+                "pool, a database, or an HPA on a workload that requests no CPU)"
             )
         self._size_ids: dict[str, int] = {}
         self._sizes: list[Size] = []
@@ -196,7 +197,7 @@ class FastTwin(Twin):
         # The core draws the arrival noise from this twin's generator, taken over here.
         _, words, gauss_next = self.rng.getstate()
         noise = (list(words[:-1]), words[-1], gauss_next) if self.params.noise else None
-        return module.Core(
+        core = module.Core(
             pool_states,
             workload_states,
             self._static_hourly,
@@ -210,6 +211,21 @@ class FastTwin(Twin):
             list(METRIC_NAMES),
             self.params.deployment_await_s,
         )
+        self._workload_keys = list(self.workloads)
+        if self.autoscalers:
+            hpas = [
+                (
+                    self._workload_index[h.target.key],
+                    h.min_replicas,
+                    h.max_replicas,
+                    h.target_utilisation,
+                    h.scale_down_window_s,
+                    list(h.history),
+                )
+                for h in self.autoscalers.values()
+            ]
+            core.set_autoscalers(hpas, self.params.hpa_tolerance)
+        return core
 
     def _size_tuple(self, size: Size) -> tuple[int, float, float, float]:
         """(id, allocatable CPU, allocatable GiB, $/h): what the core knows of a size."""
@@ -331,6 +347,10 @@ class FastTwin(Twin):
             done = core.take_completions()
             if done:
                 self._completed(done)
+        if self.autoscalers:
+            for wi, replicas in core.take_scaled():  # the HPAs' changes, in the inputs too
+                parent, leaf, _ = self._slot(self._workload_keys[wi], "spec.replicas")
+                parent[leaf] = replicas
         return metrics
 
     # ----------------------------------------------------------------- layer updates

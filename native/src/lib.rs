@@ -541,6 +541,42 @@ struct Update {
     deadline: f64,
 }
 
+/// A HorizontalPodAutoscaler on CPU (`infragym.twin.model.Autoscaler`): its workload,
+/// replica bounds, target utilisation of requests, scale-down window and recommendations.
+struct Hpa {
+    workload: usize,
+    min: i64,
+    max: i64,
+    target: f64,
+    window: f64,
+    history: Vec<(f64, i64)>,
+}
+
+/// `infragym.twin.twin.hpa_proposal`: Kubernetes' replica recommendation.
+fn hpa_proposal(
+    busy_cores: f64,
+    cpu_request: f64,
+    ready: i64,
+    current: i64,
+    target: f64,
+    tolerance: f64,
+) -> i64 {
+    let ready_ratio = busy_cores / (ready as f64 * cpu_request) / target;
+    let ratio = if ready_ratio > 1.0 {
+        let ratio = busy_cores / (current.max(ready) as f64 * cpu_request) / target;
+        if ratio <= 1.0 {
+            return current;
+        }
+        ratio
+    } else {
+        ready_ratio
+    };
+    if (ratio - 1.0).abs() <= tolerance {
+        return current;
+    }
+    (current as f64 * ratio).ceil() as i64
+}
+
 /// An op as Python sends it: (kind, index, count, limit, size); kind 0 replicas, 1 CPU
 /// limit, 2 pool count, 3 pool size (the fields a kind does not use are ignored).
 type OpState = (u8, usize, i64, Option<f64>, (u32, f64, f64, f64));
@@ -590,6 +626,9 @@ struct Core {
     completions: Vec<(u32, f64, bool, bool)>, // (layer, when, timed out, next started)
     #[pyo3(get)]
     update_timeouts: u64,
+    hpas: Vec<Hpa>,
+    hpa_tolerance: f64,
+    scaled: Vec<(usize, i64)>, // the HPAs' replica changes since take_scaled: (workload, n)
     nodes_dirty: bool,
     sched_dirty: bool,
     planned_at: f64,
@@ -730,6 +769,9 @@ impl Core {
             queued: Vec::new(),
             completions: Vec::new(),
             update_timeouts: 0,
+            hpas: Vec::new(),
+            hpa_tolerance: 0.0,
+            scaled: Vec::new(),
             nodes_dirty: true,
             sched_dirty,
             planned_at,
@@ -834,6 +876,39 @@ impl Core {
         Ok(())
     }
 
+    /// The graph's HPAs, in the twin's order: (workload, min replicas, max replicas,
+    /// target utilisation, scale-down window s, recommendations so far), and the
+    /// tolerance (`TwinParams.hpa_tolerance`).
+    #[allow(clippy::type_complexity)]
+    fn set_autoscalers(
+        &mut self,
+        hpas: Vec<(usize, i64, i64, f64, f64, Vec<(f64, i64)>)>,
+        tolerance: f64,
+    ) -> PyResult<()> {
+        let n = self.workloads.len();
+        self.hpas = Vec::with_capacity(hpas.len());
+        for (workload, min, max, target, window, history) in hpas {
+            if workload >= n {
+                return Err(PyValueError::new_err("an HPA targets no workload"));
+            }
+            self.hpas.push(Hpa {
+                workload,
+                min,
+                max,
+                target,
+                window,
+                history,
+            });
+        }
+        self.hpa_tolerance = tolerance;
+        Ok(())
+    }
+
+    /// The replica counts the HPAs set since the last call, in order: (workload, replicas).
+    fn take_scaled(&mut self) -> Vec<(usize, i64)> {
+        std::mem::take(&mut self.scaled)
+    }
+
     /// The updates completed since the last call, in order: (layer, when, whether it hit
     /// the await deadline, whether the layer's queued update started then).
     fn take_completions(&mut self) -> Vec<(u32, f64, bool, bool)> {
@@ -870,6 +945,9 @@ impl Core {
         let metrics = PyDict::new(py);
         for (name, value) in self.metric_names.iter().zip(self.metrics(seconds)) {
             metrics.set_item(name.bind(py), value)?;
+        }
+        if !self.hpas.is_empty() {
+            self.autoscale(seconds);
         }
         Ok(metrics)
     }
@@ -978,6 +1056,52 @@ impl Core {
                 0.0
             },
         ]
+    }
+
+    /// `Twin._autoscale` for the HPAs (after the step's metrics, on its CPU use).
+    fn autoscale(&mut self, seconds: f64) {
+        let t = self.t;
+        let busy = self.acc.busy_cpu / seconds;
+        for h in 0..self.hpas.len() {
+            let wi = self.hpas[h].workload;
+            let w = &self.workloads[wi];
+            let ready: i64 = w
+                .batches
+                .iter()
+                .filter(|b| b.ready(t))
+                .map(|b| b.count)
+                .sum();
+            if ready == 0 {
+                continue;
+            }
+            let current = w.replicas;
+            let hpa = &mut self.hpas[h];
+            let proposal = hpa_proposal(
+                busy,
+                w.cpu_request,
+                ready,
+                current,
+                hpa.target,
+                self.hpa_tolerance,
+            );
+            let window = hpa.window;
+            hpa.history.retain(|&(s, _)| t - s < window);
+            hpa.history.push((t, proposal));
+            let mut desired = if proposal >= current {
+                proposal
+            } else {
+                hpa.history
+                    .iter()
+                    .map(|&(_, r)| r)
+                    .max()
+                    .unwrap_or(proposal)
+            };
+            desired = desired.max(hpa.min).min(hpa.max);
+            if desired != current {
+                self.set_replicas(wi, desired);
+                self.scaled.push((wi, desired));
+            }
+        }
     }
 
     fn op_from(&self, (kind, index, count, limit, size): OpState) -> PyResult<Op> {

@@ -189,13 +189,15 @@ def test_the_backend_carries_on_on_the_python_twin_after_a_change_the_core_does_
 
 
 def test_engines_are_chosen_and_checked():
-    plain, with_hpa = web_app(), web_app(hpa={"min": 1, "max": 5, "target": 60})
+    plain, autoscaling = web_app(), web_app(auto_scale=(1, 4))
     params = TwinParams()
     assert type(make_twin(plain, 0, params, "auto")) is FastTwin
     assert type(make_twin(plain, 0, params, "python")) is Twin
-    assert type(make_twin(with_hpa, 0, params, "auto")) is Twin  # the core has no HPA
-    with pytest.raises(ConfigError, match="HPA"):
-        make_twin(with_hpa, 0, params, "native")
+    assert type(make_twin(autoscaling, 0, params, "auto")) is Twin  # no autoscaling pool
+    with pytest.raises(ConfigError, match="autoscaling pool"):
+        make_twin(autoscaling, 0, params, "native")
+    with_hpa = web_app(hpa={"min": 1, "max": 5, "target": 60})
+    assert type(make_twin(with_hpa, 0, params, "auto")) is FastTwin
     with pytest.raises(ConfigError, match="twin engine"):
         make_twin(plain, 0, params, "rust")
 
@@ -461,3 +463,45 @@ def test_v1_on_a_real_trace_gives_the_same_episodes_on_both_engines(scenario):
         env.close()
         runs.append(steps)
     assert runs[0] == runs[1]
+
+
+def _hpa_rollout(cls: type[Twin], records, seed: int, steps: int = 120, **params) -> list[tuple]:
+    rng = random.Random(seed)
+    twin = cls(records, seed=seed, params=TwinParams(**params))
+    states = []
+    for _ in range(steps):
+        if rng.random() < 0.3:  # an agent's change beside the HPA's
+            random_knob_changes(twin, rng, max_replicas=14)
+        twin.advance(rng.choice((10.0, 30.0, 30.0, 120.0)))
+        replicas = twin.inputs(DEPLOYMENT, "heater")["spec"]["replicas"]
+        states.append((_state(twin), replicas))
+    return states
+
+
+@pytest.mark.parametrize("shape", ["spikes", "ramp", "diurnal"])
+@pytest.mark.parametrize("seed", range(2))
+def test_an_hpa_gives_the_python_twins_world(shape, seed):
+    """The core scales by the HPA's rule as the Python twin does (its own replica count,
+    the stabilisation window, the bounds), and the inputs say what it set."""
+    hpa = {"min": 1, "max": 12, "target": 50 if seed else 70}
+    records = web_app(
+        replicas=2, node_size="s-2vcpu-4gb", schedule=Schedule(shape=SHAPES[shape]), hpa=hpa
+    )
+    params = {"noise": seed == 0, "hpa_scale_down_window_s": 120.0 if seed else 300.0}
+    fast_run = _hpa_rollout(FastTwin, records, seed, **params)
+    assert fast_run == _hpa_rollout(Twin, records, seed, **params)
+    assert len({replicas for _, replicas in fast_run}) > 2  # the HPA did scale
+
+
+def test_an_hpa_twin_copies_and_hands_over():
+    records = web_app(replicas=2, schedule=Schedule(shape=SHAPES["spikes"]), hpa={"max": 10})
+    twin = FastTwin(records, seed=2)
+    for _ in range(30):
+        twin.advance(30.0)
+    dup = pickle.loads(pickle.dumps(twin))
+    python_twin = twin.to_python()
+    assert _state(dup) == _state(twin) == _state(python_twin)
+    for one in (twin, dup, python_twin):
+        for _ in range(20):
+            one.advance(30.0)
+    assert _state(dup) == _state(twin) == _state(python_twin)

@@ -130,9 +130,9 @@ def test_episode_cost_is_price_table_over_lifetimes(twin_class):
     assert twin.cost_usd == pytest.approx(expected, rel=1e-9)
 
 
-def test_hpa_declared_in_graph_scales_to_formula():
+def test_hpa_declared_in_graph_scales_to_formula(twin_class):
     # 100 req/s of 20 ms: 2 cores busy; 250m requests at 70 % target -> ceil(2/0.175) = 12.
-    twin = Twin(
+    twin = twin_class(
         web_app(replicas=2, schedule=constant(100.0), hpa={"min": 1, "max": 20, "target": 70}),
         params=EXACT,
     )
