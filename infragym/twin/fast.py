@@ -16,11 +16,12 @@ core completes each update inside its event loop, at the instant it converges or
 out, and starts the layer's queued update there, from the changes :meth:`FastTwin.request`
 translated for it; :meth:`FastTwin.advance` then replays the completions on the queue.
 
-The core runs the graph's HPAs too (Kubernetes' algorithm, after each step's metrics);
-their replica changes are written into the twin's inputs after the step. A graph with an
-autoscaling pool or a database runs on the Python twin (:func:`supports`). Any other
-property change raises :class:`ReferenceNeeded`, on which the sim backend replays the
-episode on the Python twin (:meth:`FastTwin.to_python`) and carries on there.
+The core runs the graph's HPAs and cluster autoscaler too (after each step's metrics);
+the replica changes of the HPAs are written into the twin's inputs after the step. A
+graph with a database runs on the Python twin (:func:`supports`). Any other property
+change (a knob on an autoscaling pool among them) raises :class:`ReferenceNeeded`, on
+which the sim backend replays the episode on the Python twin (:meth:`FastTwin.to_python`)
+and carries on there.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def supports(twin: Twin) -> bool:
     return (
         all(h.target.cpu_request > 0 for h in twin.autoscalers.values())
         and twin.database is None
-        and not any(p.auto_scale for p in twin.pools.values())
+        and all(p.size.allocatable_cpu > 0 for p in twin.pools.values() if p.auto_scale)
         and all(w.role in _ROLES for w in twin.workloads.values())
     )
 
@@ -144,8 +145,8 @@ class FastTwin(Twin):
             )
         if not supports(self):
             raise ReferenceNeeded(
-                "the compiled twin core does not model this graph (it has an autoscaling "
-                "pool, a database, or an HPA on a workload that requests no CPU)"
+                "the compiled twin core does not model this graph (it has a database, or "
+                "an HPA on a workload that requests no CPU)"
             )
         self._size_ids: dict[str, int] = {}
         self._sizes: list[Size] = []
@@ -225,6 +226,14 @@ class FastTwin(Twin):
                 for h in self.autoscalers.values()
             ]
             core.set_autoscalers(hpas, self.params.hpa_tolerance)
+        scaled = [
+            (p, pool.min_nodes, pool.max_nodes) for p, pool in enumerate(pools) if pool.auto_scale
+        ]
+        if scaled:
+            params = self.params
+            core.set_cluster_autoscaler(
+                scaled, params.ca_scale_down_unneeded_s, params.ca_scale_down_utilisation
+            )
         return core
 
     def _size_tuple(self, size: Size) -> tuple[int, float, float, float]:
@@ -275,6 +284,8 @@ class FastTwin(Twin):
     def _set_pool_property(
         self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
     ) -> None:
+        if self.pools[key].auto_scale:  # the Python twin re-reads the pool (its bounds)
+            raise ReferenceNeeded(f"{key[0]} {key[1]!r} {path} (an autoscaling pool)")
         if path == "nodeCount":
             self._core.set_pool_count(self._pool_index[key], int(value))
         else:
@@ -416,6 +427,8 @@ class FastTwin(Twin):
                     return (1, w, 0, self._limit_of(key, value), _NO_SIZE)
             elif self.fast_paths and type_token == NODE_POOL:
                 p = self._pool_index.get(key)
+                if p is not None and self.pools[key].auto_scale:
+                    raise ReferenceNeeded(f"{type_token} {knob.resource!r} {path} (autoscaling)")
                 if p is not None and path == "nodeCount":
                     return (2, p, int(value), None, _NO_SIZE)
                 if p is not None and path == "size":

@@ -1130,13 +1130,16 @@ class Twin:
         """Add nodes for Pending pods; remove one node unneeded for 10 minutes."""
         params = self.params
         live = pool.live()
-        # CPU requested by the Pending pods a node of this pool could take.
-        pending = sum(
-            w.cpu_request * w.pending_count()
-            for w in self.workloads.values()
-            if all(pool.labels.get(k) == v for k, v in w.node_selector.items())
-            and w.cpu_request <= pool.size.allocatable_cpu
-        )
+        # CPU requested by the Pending pods a node of this pool could take. (Loops, not
+        # sum(), here and below: Python 3.12's sum() of floats is compensated, and the
+        # compiled core must add the same way on every version.)
+        pending = 0.0
+        for w in self.workloads.values():
+            if (
+                all(pool.labels.get(k) == v for k, v in w.node_selector.items())
+                and w.cpu_request <= pool.size.allocatable_cpu
+            ):
+                pending += w.cpu_request * w.pending_count()
         booting = [n for n in live if not n.ready(t)]
         if pending and not booting and len(live) < pool.max_nodes:
             need = math.ceil(pending / pool.size.allocatable_cpu)
@@ -1154,7 +1157,11 @@ class Twin:
                 node.unneeded_since = None
 
         def others_free(node: Node) -> float:
-            return sum(o.cpu - o.cpu_requested for o in live if o is not node and o.ready(t))
+            free = 0.0
+            for o in live:
+                if o is not node and o.ready(t):
+                    free += o.cpu - o.cpu_requested
+            return free
 
         for node in live:
             if (

@@ -50,6 +50,7 @@ struct Node {
     removed_at: Option<f64>,
     cpu_requested: f64,
     memory_requested: f64,
+    unneeded_since: Option<f64>, // the cluster autoscaler's mark
 }
 
 impl Node {
@@ -68,6 +69,8 @@ struct Pool {
     count: i64,
     nodes: Vec<usize>,
     serial: u32,
+    /// The cluster autoscaler's bounds, when it scales this pool.
+    auto_scale: Option<(i64, i64)>,
 }
 
 #[derive(Clone, Copy)]
@@ -628,6 +631,8 @@ struct Core {
     update_timeouts: u64,
     hpas: Vec<Hpa>,
     hpa_tolerance: f64,
+    ca_unneeded_s: f64,
+    ca_utilisation: f64,
     scaled: Vec<(usize, i64)>, // the HPAs' replica changes since take_scaled: (workload, n)
     nodes_dirty: bool,
     sched_dirty: bool,
@@ -689,6 +694,7 @@ impl Core {
                     removed_at,
                     cpu_requested: cpu_req,
                     memory_requested: mem_req,
+                    unneeded_since: None,
                 });
             }
             core_pools.push(Pool {
@@ -696,6 +702,7 @@ impl Core {
                 count,
                 nodes: ids.clone(),
                 serial,
+                auto_scale: None,
             });
             node_ids.push(ids);
         }
@@ -771,6 +778,8 @@ impl Core {
             update_timeouts: 0,
             hpas: Vec::new(),
             hpa_tolerance: 0.0,
+            ca_unneeded_s: 0.0,
+            ca_utilisation: 0.0,
             scaled: Vec::new(),
             nodes_dirty: true,
             sched_dirty,
@@ -904,6 +913,26 @@ impl Core {
         Ok(())
     }
 
+    /// The pools the cluster autoscaler scales: (pool, min nodes, max nodes), with its
+    /// scale-down unneeded time and utilisation threshold (`TwinParams.ca_*`).
+    fn set_cluster_autoscaler(
+        &mut self,
+        pools: Vec<(usize, i64, i64)>,
+        unneeded_s: f64,
+        utilisation: f64,
+    ) -> PyResult<()> {
+        for (p, min, max) in pools {
+            let pool = self
+                .pools
+                .get_mut(p)
+                .ok_or_else(|| PyValueError::new_err("no such pool"))?;
+            pool.auto_scale = Some((min, max));
+        }
+        self.ca_unneeded_s = unneeded_s;
+        self.ca_utilisation = utilisation;
+        Ok(())
+    }
+
     /// The replica counts the HPAs set since the last call, in order: (workload, replicas).
     fn take_scaled(&mut self) -> Vec<(usize, i64)> {
         std::mem::take(&mut self.scaled)
@@ -946,7 +975,7 @@ impl Core {
         for (name, value) in self.metric_names.iter().zip(self.metrics(seconds)) {
             metrics.set_item(name.bind(py), value)?;
         }
-        if !self.hpas.is_empty() {
+        if !self.hpas.is_empty() || self.pools.iter().any(|p| p.auto_scale.is_some()) {
             self.autoscale(seconds);
         }
         Ok(metrics)
@@ -1100,6 +1129,78 @@ impl Core {
             if desired != current {
                 self.set_replicas(wi, desired);
                 self.scaled.push((wi, desired));
+            }
+        }
+        for p in 0..self.pools.len() {
+            if let Some((min, max)) = self.pools[p].auto_scale {
+                self.cluster_autoscale(p, t, min, max);
+            }
+        }
+    }
+
+    /// `Twin._cluster_autoscale`: add nodes for Pending pods; remove one node unneeded
+    /// for `ca_unneeded_s`.
+    fn cluster_autoscale(&mut self, p: usize, t: f64, min_nodes: i64, max_nodes: i64) {
+        let live = self.live(p);
+        let alloc = self.pools[p].size.cpu;
+        // CPU requested by the Pending pods a node of this pool could take.
+        let mut pending = 0.0;
+        for w in &self.workloads {
+            if w.pool_ok[p] && w.cpu_request <= alloc {
+                let count: i64 = w
+                    .batches
+                    .iter()
+                    .filter(|b| b.node.is_none())
+                    .map(|b| b.count)
+                    .sum();
+                pending += w.cpu_request * count as f64;
+            }
+        }
+        let n_live = live.len() as i64;
+        let booting = live.iter().any(|&n| !self.nodes[n].ready(t));
+        if pending != 0.0 && !booting && n_live < max_nodes {
+            let need = (pending / alloc).ceil() as i64;
+            let add = need.max(1).min(max_nodes - n_live);
+            self.add_nodes(p, add, t + self.node_boot_s);
+            self.pools[p].count = self.live(p).len() as i64;
+            self.next_event = t;
+            return;
+        }
+        if pending != 0.0 || n_live <= min_nodes {
+            return;
+        }
+        for &n in &live {
+            let node = &mut self.nodes[n];
+            if node.ready(t) && node.cpu_requested / node.size.cpu < self.ca_utilisation {
+                if node.unneeded_since.is_none() {
+                    node.unneeded_since = Some(t);
+                }
+            } else {
+                node.unneeded_since = None;
+            }
+        }
+        for &n in &live {
+            let node = &self.nodes[n];
+            let Some(since) = node.unneeded_since else {
+                continue;
+            };
+            if t - since < self.ca_unneeded_s {
+                continue;
+            }
+            let mut others_free = 0.0;
+            for &o in &live {
+                let other = &self.nodes[o];
+                if o != n && other.ready(t) {
+                    others_free += other.size.cpu - other.cpu_requested;
+                }
+            }
+            if node.cpu_requested <= others_free {
+                self.nodes[n].removed_at = Some(t);
+                self.pools[p].count = n_live - 1;
+                self.first_removal = t;
+                self.evict(t);
+                self.next_event = t;
+                return;
             }
         }
     }
@@ -1296,6 +1397,7 @@ impl Core {
                 removed_at: None,
                 cpu_requested: 0.0,
                 memory_requested: 0.0,
+                unneeded_since: None,
             });
             self.pools[p].nodes.push(id);
         }

@@ -189,15 +189,15 @@ def test_the_backend_carries_on_on_the_python_twin_after_a_change_the_core_does_
 
 
 def test_engines_are_chosen_and_checked():
-    plain, autoscaling = web_app(), web_app(auto_scale=(1, 4))
+    plain, with_database = web_app(), web_app(database_cpu="1")
     params = TwinParams()
     assert type(make_twin(plain, 0, params, "auto")) is FastTwin
     assert type(make_twin(plain, 0, params, "python")) is Twin
-    assert type(make_twin(autoscaling, 0, params, "auto")) is Twin  # no autoscaling pool
-    with pytest.raises(ConfigError, match="autoscaling pool"):
-        make_twin(autoscaling, 0, params, "native")
-    with_hpa = web_app(hpa={"min": 1, "max": 5, "target": 60})
-    assert type(make_twin(with_hpa, 0, params, "auto")) is FastTwin
+    assert type(make_twin(with_database, 0, params, "auto")) is Twin  # no database
+    with pytest.raises(ConfigError, match="database"):
+        make_twin(with_database, 0, params, "native")
+    autoscaled = web_app(auto_scale=(1, 4), hpa={"min": 1, "max": 5, "target": 60})
+    assert type(make_twin(autoscaled, 0, params, "auto")) is FastTwin
     with pytest.raises(ConfigError, match="twin engine"):
         make_twin(plain, 0, params, "rust")
 
@@ -505,3 +505,59 @@ def test_an_hpa_twin_copies_and_hands_over():
         for _ in range(20):
             one.advance(30.0)
     assert _state(dup) == _state(twin) == _state(python_twin)
+
+
+def _deployment_knob_changes(twin, rng: random.Random) -> None:
+    """An agent's changes of the heater (a pool the autoscaler owns takes none)."""
+    if rng.random() < 0.3:
+        twin.set_property(DEPLOYMENT, "heater", "spec.replicas", rng.randint(1, 16))
+    if rng.random() < 0.15:
+        limit = rng.choice(("250m", "500m", "1000m", "2"))
+        twin.set_property(DEPLOYMENT, "heater", CPU_LIMIT_PATH, limit)
+
+
+def _autoscaled_rollout(cls: type[Twin], records, seed: int, steps: int = 150, **params):
+    rng = random.Random(seed)
+    twin = cls(records, seed=seed, params=TwinParams(**params))
+    states = []
+    for _ in range(steps):
+        _deployment_knob_changes(twin, rng)
+        twin.advance(rng.choice((10.0, 30.0, 30.0, 120.0)))
+        states.append(_state(twin))
+    return states
+
+
+@pytest.mark.parametrize("hpa", [None, {"min": 1, "max": 16, "target": 60}])
+@pytest.mark.parametrize("seed", range(2))
+def test_an_autoscaling_pool_gives_the_python_twins_world(hpa, seed):
+    """The cluster autoscaler's rule in the core: nodes added for Pending pods, one
+    removed after it was unneeded long enough, as the Python twin does."""
+    schedule = Schedule(shape=Diurnal(base=150.0, amplitude=140.0, period=3600.0))
+    records = web_app(
+        replicas=2, node_size="s-1vcpu-2gb", node_count=1, auto_scale=(1, 6), hpa=hpa,
+        schedule=schedule,
+    )  # fmt: skip
+    params = {"noise": seed == 0, "ca_scale_down_unneeded_s": 300.0 if seed else 600.0}
+    fast_run = _autoscaled_rollout(FastTwin, records, seed, **params)
+    assert fast_run == _autoscaled_rollout(Twin, records, seed, **params)
+    workers = [len([n for n in s[1] if "workers" in n[0]]) for s in fast_run]
+    assert max(workers) > 1 and min(workers[len(workers) // 2 :]) < max(workers)  # up, down
+
+
+def test_a_pool_knob_on_an_autoscaling_pool_hands_over_to_the_python_twin():
+    records = web_app(replicas=2, node_size="s-1vcpu-2gb", node_count=1, auto_scale=(1, 4))
+    runs = {}
+    for engine in ("native", "python"):
+        backend = _Graph(records, engine)
+        backend.reset(seed=3)
+        states = []
+        for step in range(8):
+            if step == 2:
+                backend.apply([(_REPLICAS, 9)])
+            if step == 4:
+                backend.apply([(_SIZE, "s-2vcpu-4gb")])  # the core hands over here
+            backend.advance(120.0)
+            states.append(_state(backend.twin))
+        runs[engine] = states
+        assert type(backend.twin) is Twin
+    assert runs["native"] == runs["python"]
