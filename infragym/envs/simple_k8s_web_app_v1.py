@@ -15,16 +15,16 @@ from infragym import metrics
 from infragym.envs import arguments
 from infragym.envs import scenarios as scenario_lib
 from infragym.envs.rewards import ErrorPenalty, RewardSum, SloAttainment
-from infragym.envs.simple_k8s_web_app import LAYERS, OBS_CLIP, SimpleK8sWebAppEnv
+from infragym.envs.simple_k8s_web_app import (
+    LAYERS,
+    OBS_CLIP,
+    OBSERVED_METRICS,
+    SimpleK8sWebAppEnv,
+)
 from infragym.errors import ConfigError
 from infragym.knobs import ActionMode
 
-OBSERVED_METRICS_V1 = (
-    "request_rate", "offered_rate", "latency_p50", "latency_p95", "latency_p99",
-    "error_ratio", "cpu_utilisation_requests", "cpu_utilisation_limits",
-    "replicas_desired", "replicas_ready", "nodes_ready", "pods_pending", "cost_hourly",
-    "replicas_starting", "nodes_booting", "next_node_ready_s",
-)  # fmt: skip
+OBSERVED_METRICS_V1 = (*OBSERVED_METRICS, "replicas_starting", "nodes_booting", "next_node_ready_s")
 RATE_SCALE = 250.0
 """Observation scale of request rates: the built-in scenarios run about 20-250 req/s."""
 COST_SCALE_BY_REFERENCE = 4.0
