@@ -17,11 +17,12 @@ out, and starts the layer's queued update there, from the changes :meth:`FastTwi
 translated for it; :meth:`FastTwin.advance` then replays the completions on the queue.
 
 The core runs the graph's HPAs and cluster autoscaler too (after each step's metrics);
-the replica changes of the HPAs are written into the twin's inputs after the step. A
-graph with a database runs on the Python twin (:func:`supports`). Any other property
-change (a knob on an autoscaling pool among them) raises :class:`ReferenceNeeded`, on
-which the sim backend replays the episode on the Python twin (:meth:`FastTwin.to_python`)
-and carries on there.
+the replica changes of the HPAs are written into the twin's inputs after the step. With
+a database, the core serves the pods that query it through the Python twin's method
+(:meth:`FastTwin._db_serve`), on the core's own sums. Any other property change (a knob
+on an autoscaling pool among them) raises :class:`ReferenceNeeded`, on which the sim
+backend replays the episode on the Python twin (:meth:`FastTwin.to_python`) and carries
+on there.
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ from infragym.graph import Change, ResourceRecord
 from infragym.twin import builder
 from infragym.twin.cost import NODE_POOL
 from infragym.twin.model import Node, PodView, TwinParams
-from infragym.twin.twin import _EXP_QUANTILES, CPU_LIMIT_PATH, Twin
+from infragym.twin.twin import _EXP_QUANTILES, CPU_LIMIT_PATH, Twin, _Accumulator
 from infragym.updates import LayerQueue, Update
 
 ENGINES = ("auto", "python", "native")
 """The twin engines :func:`make_twin` can build."""
-_ROLES = {"other": 0, "heater": 1, "siege": 2}
+_ROLES = {"other": 0, "heater": 1, "siege": 2, "database": 3}
 METRIC_NAMES = (
     "request_rate", "offered_rate", "latency_p50", "latency_p95", "latency_p99",
     "error_ratio", "cpu_utilisation_requests", "cpu_utilisation_limits",
@@ -82,7 +83,6 @@ def supports(twin: Twin) -> bool:
     """Whether the compiled core models everything in ``twin``'s graph."""
     return (
         all(h.target.cpu_request > 0 for h in twin.autoscalers.values())
-        and twin.database is None
         and all(p.size.allocatable_cpu > 0 for p in twin.pools.values() if p.auto_scale)
         and all(w.role in _ROLES for w in twin.workloads.values())
     )
@@ -145,8 +145,9 @@ class FastTwin(Twin):
             )
         if not supports(self):
             raise ReferenceNeeded(
-                "the compiled twin core does not model this graph (it has a database, or "
-                "an HPA on a workload that requests no CPU)"
+                "the compiled twin core does not model this graph (an HPA on a workload "
+                "that requests no CPU, an autoscaling pool of no CPU, or a workload of an "
+                "unknown role)"
             )
         self._size_ids: dict[str, int] = {}
         self._sizes: list[Size] = []
@@ -226,6 +227,13 @@ class FastTwin(Twin):
                 for h in self.autoscalers.values()
             ]
             core.set_autoscalers(hpas, self.params.hpa_tolerance)
+        if self.database is not None:
+            queries = [
+                i
+                for i, w in enumerate(self.workloads.values())
+                if w.role == "heater" and w.work is not None and w.uses_database
+            ]
+            core.set_database(queries, self._db_serve)
         scaled = [
             (p, pool.min_nodes, pool.max_nodes) for p, pool in enumerate(pools) if pool.auto_scale
         ]
@@ -235,6 +243,23 @@ class FastTwin(Twin):
                 scaled, params.ca_scale_down_unneeded_s, params.ca_scale_down_utilisation
             )
         return core
+
+    def _db_serve(
+        self,
+        groups: list[tuple],
+        ready: bool,
+        lam_pod: float,
+        dt: float,
+        sums: tuple[float, ...],
+    ) -> tuple[float, ...]:
+        """:meth:`Twin._serve_with_database` for the core: the pods that query the
+        database, served onto the core's sums so far (answered, failed, served, busy CPU,
+        p50, p95, p99), which it returns (the core calls it for each piece of a step)."""
+        acc = _Accumulator()
+        acc.answered, acc.failed, acc.served, acc.busy_cpu, acc.p50, acc.p95, acc.p99 = sums
+        self._current.database_ready = ready
+        self._serve_with_database(groups, lam_pod, dt, acc)
+        return (acc.answered, acc.failed, acc.served, acc.busy_cpu, acc.p50, acc.p95, acc.p99)
 
     def _size_tuple(self, size: Size) -> tuple[int, float, float, float]:
         """(id, allocatable CPU, allocatable GiB, $/h): what the core knows of a size."""

@@ -32,6 +32,7 @@ const N_METRICS: usize = 16;
 
 const ROLE_HEATER: u8 = 1;
 const ROLE_SIEGE: u8 = 2;
+const ROLE_DATABASE: u8 = 3;
 
 #[derive(Clone, Copy)]
 struct Size {
@@ -319,6 +320,7 @@ struct Workload {
     workers: i64,
     work: Option<Work>,
     schedule: Option<Schedule>,
+    queries: bool, // a heater whose requests each query the database
     pool_ok: Vec<bool>,
     batches: Vec<Batch>,
     rollout_done_at: f64,
@@ -366,6 +368,7 @@ struct Group {
     workers: i64,
     cores: f64,
     work: Work,
+    queries: bool,
     free: f64,
     on_node: i64,
 }
@@ -378,6 +381,7 @@ struct Plan {
     replicas_desired: i64,
     replicas_ready: i64,
     replicas_starting: i64,
+    database_ready: bool,
     nodes_ready: usize,
     pods_pending: i64,
     requested_cpu: f64,
@@ -612,6 +616,7 @@ struct Core {
     pod_startup_s: f64,
     exp_quantiles: [f64; 3],
     pod_latency: Option<PyObject>, // None once cleared by the garbage collector
+    db_serve: Option<PyObject>,    // FastTwin._db_serve, with a database
     static_hourly: f64,
     #[pyo3(get)]
     t: f64,
@@ -751,6 +756,7 @@ impl Core {
                 batches: core_batches,
                 rollout_done_at,
                 prev_cores,
+                queries: false,
             });
         }
         let (t, next_event, first_removal, planned_at, cost_usd) = clock;
@@ -762,6 +768,7 @@ impl Core {
             pod_startup_s,
             exp_quantiles: [exp_quantiles.0, exp_quantiles.1, exp_quantiles.2],
             pod_latency: Some(pod_latency),
+            db_serve: None,
             static_hourly,
             t,
             cost_usd,
@@ -802,6 +809,9 @@ impl Core {
         if let Some(f) = &self.pod_latency {
             visit.call(f)?;
         }
+        if let Some(f) = &self.db_serve {
+            visit.call(f)?;
+        }
         for w in &self.workloads {
             if let Some(schedule) = &w.schedule {
                 visit.call(&schedule.mean_rate)?;
@@ -812,6 +822,20 @@ impl Core {
 
     fn __clear__(&mut self) {
         self.pod_latency = None;
+        self.db_serve = None;
+    }
+
+    /// The database: the heaters whose requests query it, and the twin's method that
+    /// serves them (`FastTwin._db_serve`, `Twin._serve_with_database` on the core's sums).
+    fn set_database(&mut self, queries: Vec<usize>, db_serve: PyObject) -> PyResult<()> {
+        for wi in queries {
+            self.workloads
+                .get_mut(wi)
+                .ok_or_else(|| PyValueError::new_err("no such workload"))?
+                .queries = true;
+        }
+        self.db_serve = Some(db_serve);
+        Ok(())
     }
 
     /// `Twin._set_replicas`.
@@ -1749,6 +1773,8 @@ impl Core {
                 limit += w.cpu_limit.unwrap_or(f64::NAN) * ready as f64;
             } else if ready != 0 && w.role == ROLE_SIEGE && w.schedule.is_some() {
                 plan.schedules.push(wi);
+            } else if w.role == ROLE_DATABASE {
+                plan.database_ready = ready > 0;
             }
         }
         for (wi, node, count) in heater_ready {
@@ -1762,10 +1788,12 @@ impl Core {
                 .expect("counted above");
             let free = n.size.cpu - n.cpu_requested + requests;
             let free = if free > 0.0 { free } else { 0.0 };
+            let queries = w.queries;
             let same = |g: &Group| {
                 g.workers == w.workers
                     && g.cores == cores
                     && g.work == work
+                    && g.queries == queries
                     && g.free == free
                     && g.on_node == on_node
             };
@@ -1776,6 +1804,7 @@ impl Core {
                     workers: w.workers,
                     cores,
                     work,
+                    queries,
                     free,
                     on_node,
                 }),
@@ -1817,15 +1846,23 @@ impl Core {
         if lam_pod <= 0.0 {
             return Ok(());
         }
+        let mut database_groups = Vec::new();
         for g in &plan.groups {
             let Group {
                 count,
                 workers: c,
                 mut cores,
                 work,
+                queries,
                 free,
                 on_node,
             } = *g;
+            if queries {
+                // (count, *pod head, free, on node), as Twin._serving_plan's database groups
+                let head = (count, c, cores, work.scv, work.timeout, work.cpu_s, true);
+                database_groups.push((head, free, on_node));
+                continue;
+            }
             let cpu_s = work.cpu_s;
             if on_node as f64 * py_min(lam_pod * cpu_s, cores) > free {
                 cores = py_min(cores, free / on_node as f64);
@@ -1869,6 +1906,38 @@ impl Core {
             acc.p50 += p50 * served;
             acc.p95 += p95 * served;
             acc.p99 += p99 * served;
+        }
+        if !database_groups.is_empty() {
+            let db_serve = self.db_serve.as_ref().ok_or_else(|| {
+                PyValueError::new_err("the core was cleared by the garbage collector")
+            })?;
+            let groups: Vec<_> = database_groups
+                .into_iter()
+                .map(|((n, c, cores, scv, timeout, cpu_s, q), free, on_node)| {
+                    (n, c, cores, scv, timeout, cpu_s, q, free, on_node)
+                })
+                .collect();
+            let sums = (
+                acc.answered,
+                acc.failed,
+                acc.served,
+                acc.busy_cpu,
+                acc.p50,
+                acc.p95,
+                acc.p99,
+            );
+            let out: (f64, f64, f64, f64, f64, f64, f64) = db_serve
+                .call1(py, (groups, plan.database_ready, lam_pod, dt, sums))?
+                .extract(py)?;
+            (
+                acc.answered,
+                acc.failed,
+                acc.served,
+                acc.busy_cpu,
+                acc.p50,
+                acc.p95,
+                acc.p99,
+            ) = out;
         }
         Ok(())
     }

@@ -188,16 +188,23 @@ def test_the_backend_carries_on_on_the_python_twin_after_a_change_the_core_does_
     assert runs["native"] == runs["python"]
 
 
-def test_engines_are_chosen_and_checked():
-    plain, with_database = web_app(), web_app(database_cpu="1")
+def test_engines_are_chosen_and_checked(monkeypatch):
+    plain = web_app()
     params = TwinParams()
     assert type(make_twin(plain, 0, params, "auto")) is FastTwin
     assert type(make_twin(plain, 0, params, "python")) is Twin
-    assert type(make_twin(with_database, 0, params, "auto")) is Twin  # no database
-    with pytest.raises(ConfigError, match="database"):
-        make_twin(with_database, 0, params, "native")
-    autoscaled = web_app(auto_scale=(1, 4), hpa={"min": 1, "max": 5, "target": 60})
-    assert type(make_twin(autoscaled, 0, params, "auto")) is FastTwin
+    everything = web_app(auto_scale=(1, 4), hpa={"max": 5}, database_cpu="1")
+    assert type(make_twin(everything, 0, params, "auto")) is FastTwin
+    # What the core leaves to the Python twin: an HPA on a workload requesting no CPU (the
+    # Python twin divides by zero there).
+    twin = Twin(web_app(hpa={"max": 5}))
+    assert fast.supports(twin)
+    next(iter(twin.autoscalers.values())).target.cpu_request = 0.0
+    assert not fast.supports(twin)
+    monkeypatch.setattr(fast, "supports", lambda twin: False)
+    assert type(make_twin(plain, 0, params, "auto")) is Twin
+    with pytest.raises(ConfigError, match="does not model this graph"):
+        make_twin(plain, 0, params, "native")
     with pytest.raises(ConfigError, match="twin engine"):
         make_twin(plain, 0, params, "rust")
 
@@ -561,3 +568,28 @@ def test_a_pool_knob_on_an_autoscaling_pool_hands_over_to_the_python_twin():
         runs[engine] = states
         assert type(backend.twin) is Twin
     assert runs["native"] == runs["python"]
+
+
+@pytest.mark.parametrize("database_cpu", ["1", "2", "500m"])
+@pytest.mark.parametrize("seed", range(2))
+def test_a_database_gives_the_python_twins_world(database_cpu, seed, monkeypatch):
+    """Pods that query the database, served through the Python twin's model on the core's
+    sums, under random knob changes of the heater and its pool."""
+    work = CpuWork(mean_ms=15.0, db_query="SELECT 1", timeout_s=30.0, workers=1 + seed)
+    records = web_app(
+        replicas=3, node_size="s-2vcpu-4gb", database_cpu=database_cpu, work=work,
+        schedule=Schedule(shape=SHAPES["ramp"]),
+    )  # fmt: skip
+    noise = seed == 0
+    served = []
+    monkeypatch.setattr(FastTwin, "_db_serve", _counting(FastTwin._db_serve, served))
+    assert _rollout(FastTwin, records, seed, noise) == _rollout(Twin, records, seed, noise)
+    assert any(served)  # the core handed the querying pods to the database model
+
+
+def _counting(method, calls: list):
+    def counted(self, groups, ready, *args):
+        calls.append(ready)
+        return method(self, groups, ready, *args)
+
+    return counted
