@@ -7,7 +7,9 @@ across episode ends (``NEXT_STEP`` autoreset).
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 
 import gymnasium as gym
 import numpy as np
@@ -94,3 +96,26 @@ def test_seeds_per_env_and_bad_arguments():
     vec.close()
     with pytest.raises(ConfigError, match="num_envs"):
         SimpleK8sWebAppVectorEnv(0)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_vector_env_copies(how):
+    vec = gym.make_vec(
+        "SimpleK8sWebApp-v1", num_envs=3, vectorization_mode="vector_entry_point",
+        max_episode_steps=12,
+    )  # fmt: skip
+    vec.reset(seed=2)
+    vec.action_space.seed(4)
+    for _ in range(7):
+        vec.step(vec.action_space.sample())
+    dup = copy.deepcopy(vec) if how == "deepcopy" else pickle.loads(pickle.dumps(vec))
+    actions = [vec.action_space.sample() for _ in range(10)]  # across an episode end
+    runs = []
+    for one in (vec, dup):
+        steps = []
+        for action in actions:
+            obs, rewards, _, truncs, infos = one.step(action)
+            steps.append((obs.tolist(), rewards.tolist(), truncs.tolist(), _plain(infos)))
+        runs.append(steps)
+        one.close()
+    assert runs[0] == runs[1]
