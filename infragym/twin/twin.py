@@ -286,8 +286,11 @@ class Twin:
             The layers whose update started now, and those whose changes wait.
 
         Raises:
-            ConfigError: A change the twin cannot model; the changes of the same update
-                made before it are undone, and the queue is as it was.
+            ConfigError: A change the twin cannot model: that update's changes are undone
+                and the queue's requests are as they were. An update of another layer
+                that started earlier in the same request stays started (separate stacks'
+                updates would too); the envs never meet this, since their knob values
+                are checked against the knobs' domains first.
         """
         queued = [c.knob.layer for c in changes if c.knob.layer in self._updates]
         saved = (dict(self.queue.requested), {k: dict(v) for k, v in self.queue.queued.items()})
