@@ -4,13 +4,20 @@
 
 Several files (for example the baselines and the slower mpc run, on the same split,
 seeds and scenarios) are merged; each file's differences are to its own reference, so
-give every file the same reference agent first.
+give every file the same reference agent first. Agents whose names start with ``ppo:``
+also get a combined row, ``ppo (N seeds)``: per episode, the mean over the seeds, with
+its paired-bootstrap interval against the reference (over episodes; the seeds' spread is
+in their own rows).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+
+import numpy as np
+
+from infragym.evaluate import paired_bootstrap
 
 
 def ci(d: dict, scale: float, digits: int, unit: str = "") -> str:
@@ -33,6 +40,19 @@ def main(paths: list[str]) -> None:
                 continue
             seen.add(a["agent"])
             rows.append(a)
+    seeds = [a for a in rows if a["agent"].startswith("ppo:")]
+    reference = next(a for a in rows if a["agent"] == ref)
+    if len(seeds) > 1:
+        combined = {"agent": f"ppo ({len(seeds)} seeds)", "episodes": {}, "means": {},
+                    "vs_reference": {}, "wall_s": sum(a["wall_s"] for a in seeds)}  # fmt: skip
+        for metric in reference["episodes"]:
+            values = np.mean([a["episodes"][metric] for a in seeds], axis=0)
+            combined["episodes"][metric] = values
+            combined["means"][metric] = float(values.mean())
+            relative = metric == "mean_cost_hourly"
+            v, lo, hi = paired_bootstrap(values, reference["episodes"][metric], relative)
+            combined["vs_reference"][metric] = {"value": v, "low": lo, "high": hi}
+        rows.insert(rows.index(seeds[-1]) + 1, combined)
     print(f"| agent | return | Δ return vs {ref} | cost $/h | Δ cost | SLO attainment "
           "| Δ SLO (pp) | errors | wall s |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -4,24 +4,26 @@ At each step the planner
 
 1. forecasts the offered load of the next ``horizon`` steps from what it has observed
    (``info["metrics"]["offered_rate"]`` of past steps): a least-squares line through the
-   last ``fit_steps`` observations, its slope damped, the whole raised by ``margin``
-   against what the line cannot see (spikes);
-2. copies the environment (``pickle``: about 5 ms for v1, a quarter of ``deepcopy``),
-   replaces the copy's siege-engine schedule with that forecast (a ``Step`` schedule of
-   the forecast rates from now on), so **the copy never sees the scenario's future**, and
-   reseeds the copy's arrival noise (the same seed for every candidate: common random
-   numbers);
+   last ``fit_steps`` observations, its slope damped, raised by ``sigmas`` standard
+   deviations of the recent step-to-step changes (bursty loads get more head-room) and
+   by ``margin``;
+2. copies the environment onto a Python twin (the compiled twin keeps its schedule in
+   its core, so it is replayed from its log with ``FastTwin.to_python``; a Python twin is
+   pickled), replaces the copy's siege-engine schedule with that forecast (a ``Step``
+   schedule of the forecast rates from now on), so **the copy never sees the scenario's
+   future**, and reseeds the copy's arrival noise (the same seed for every candidate:
+   common random numbers); each candidate unpickles that copy (a few ms);
 3. for each candidate target (keep, and moves of one or two knobs from the requested
    values: replicas ±1/2/4, nodes ±1, replicas and nodes together, the CPU limit and the
-   node size one step) holds it for the horizon on its own copy and sums the env's
-   reward;
+   node size one step; with ``pools``, also every node size with 1-4 nodes) holds it
+   for the horizon on its own copy and sums the env's reward (a missed SLO step counted
+   ``slo_weight`` times);
 4. takes the best candidate's first action (ties go to the earlier candidate: keep first).
 
 Actuation is asynchronous in the copy too (it is the env's own twin), so a candidate
 that adds a node pays for the boot before it serves, and a busy layer's change waits.
 
-It needs the sim backend: the env must carry a Python twin
-(``env.unwrapped.backend.twin``). Against the pulumi backend it would need a twin synced
+It needs the sim backend: the env must carry a twin (``env.unwrapped.backend.twin``). Against the pulumi backend it would need a twin synced
 from observations: nodes and pods (from kube-state-metrics), the layers' knob values
 and updates in flight (the LayerQueue has them), and a per-request CPU cost estimated
 from ``cpu_utilisation_requests`` and ``request_rate``, rebuilt every step from a
@@ -54,13 +56,22 @@ MOVES: tuple[tuple[int, int, int, int], ...] = (
 KNOB_ORDER = ("heater_replicas", "heater_cpu_limit", "node_count", "node_size")
 
 
-def forecast(history: Sequence[float], steps: int, fit_steps: int = 6, damping: float = 0.9,
-             margin: float = 0.1) -> list[float]:  # fmt: skip
+def forecast(
+    history: Sequence[float],
+    steps: int,
+    fit_steps: int = 6,
+    damping: float = 0.9,
+    margin: float = 0.1,
+    sigmas: float = 0.0,
+    spread_steps: int = 12,
+) -> list[float]:
     """Offered load of the next ``steps`` steps from the observed ``history`` (oldest first).
 
     A least-squares line through the last ``fit_steps`` observations gives the level now
     and a slope; step ``j`` ahead gets ``level + slope × (d + d² + ... + d^j)`` with
-    ``d = damping``, times ``1 + margin``, floored at 0.
+    ``d = damping``, plus ``sigmas`` standard deviations of the step-to-step changes of
+    the last ``spread_steps`` observations (a bursty load gets more head-room than a
+    smooth one of the same mean), times ``1 + margin``, floored at 0.
 
     Raises:
         ConfigError: No history.
@@ -75,11 +86,15 @@ def forecast(history: Sequence[float], steps: int, fit_steps: int = 6, damping: 
         level = intercept + slope * x[-1]
     else:
         slope, level = 0.0, float(y[-1])
+    spread = 0.0
+    recent = np.asarray(h[-spread_steps:], dtype=float)
+    if sigmas and len(recent) >= 3:
+        spread = sigmas * float(np.std(np.diff(recent)))
     out, acc, d = [], 0.0, 1.0
     for _ in range(steps):
         d *= damping
         acc += d
-        out.append(max(0.0, (level + slope * acc) * (1.0 + margin)))
+        out.append(max(0.0, (level + slope * acc + spread) * (1.0 + margin)))
     return out
 
 
@@ -91,7 +106,10 @@ class MPCAgent:
         margin: Relative head-room added to the load forecast.
         fit_steps: Observations the forecast's line is fitted to.
         damping: Per-step damping of the forecast's slope.
+        sigmas: Head-room in standard deviations of the recent step-to-step load changes.
         moves: Candidate moves (see :data:`MOVES`).
+        pools: Also try every node size with 1-4 nodes (a pool replacement).
+        slo_weight: How many times a missed SLO step counts in the plan's value.
         name: The agent's name in tables.
     """
 
@@ -102,6 +120,9 @@ class MPCAgent:
         fit_steps: int = 6,
         damping: float = 0.9,
         moves: Sequence[tuple[int, int, int, int]] = MOVES,
+        pools: bool = False,
+        sigmas: float = 2.0,
+        slo_weight: float = 1.0,
         name: str = "mpc",
     ) -> None:
         if horizon < 1:
@@ -111,7 +132,13 @@ class MPCAgent:
         self.horizon, self.margin = int(horizon), float(margin)
         self.fit_steps, self.damping = int(fit_steps), float(damping)
         self.moves = tuple(moves)
+        self.pools = bool(pools)
+        self.sigmas = float(sigmas)
+        self.slo_weight = float(slo_weight)
         self.name = name
+        from infragym.envs.rewards import SloAttainment
+
+        self.slo = SloAttainment()
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         self.env = env.unwrapped
@@ -143,6 +170,15 @@ class MPCAgent:
                 continue
             seen.add(key)
             out.append({n: self.knobs[n].values[j] for n, j in zip(KNOB_ORDER, key, strict=True)})
+        if self.pools:  # every node size with 1-4 nodes, the pods as they are
+            for size in self.knobs["node_size"].values:
+                for count in (1, 2, 3, 4):
+                    target = {**{n: current[n] for n in KNOB_ORDER}, "node_size": size,
+                              "node_count": count}  # fmt: skip
+                    key = tuple(self.knobs[n].index_of(target[n]) for n in KNOB_ORDER)
+                    if key not in seen:
+                        seen.add(key)
+                        out.append(target)
         return out
 
     def _schedule(self, twin: Any, rates: list[float], step_s: float):
@@ -197,15 +233,18 @@ class MPCAgent:
         horizon = self.horizon
         if self.limit:
             horizon = max(1, min(horizon, self.limit - self.steps + 1))
-        rates = forecast(seen, horizon + 1, self.fit_steps, self.damping, self.margin)
+        rates = forecast(seen, horizon + 1, self.fit_steps, self.damping, self.margin, self.sigmas)
         blob = self._planning_copy(env, rates)
+        slo = self.slo
         best, best_value = keep, -math.inf
         for target in self._candidates(current):
             sim = pickle.loads(blob)
             value = 0.0
             for _ in range(horizon):
-                _, reward, _, _, _ = sim.step(sim.codec.encode(target, sim.knob_values))
+                _, reward, _, _, step_info = sim.step(sim.codec.encode(target, sim.knob_values))
                 value += reward
+                if self.slo_weight != 1.0:  # a missed SLO step counts slo_weight times
+                    value += (self.slo_weight - 1.0) * (slo.met(step_info["metrics"]) - 1.0)
             if value > best_value + 1e-9:
                 best, best_value = env.codec.encode(target, current), value
         return best
