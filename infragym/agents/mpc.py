@@ -23,13 +23,14 @@ At each step the planner
 Actuation is asynchronous in the copy too (it is the env's own twin), so a candidate
 that adds a node pays for the boot before it serves, and a busy layer's change waits.
 
-It needs the sim backend: the env must carry a twin (``env.unwrapped.backend.twin``). Against the pulumi backend it would need a twin synced
-from observations: nodes and pods (from kube-state-metrics), the layers' knob values
-and updates in flight (the LayerQueue has them), and a per-request CPU cost estimated
-from ``cpu_utilisation_requests`` and ``request_rate``, rebuilt every step from a
-resource graph of the deployed stacks (``SimBackend`` can start from one). The planning
-loop would be unchanged; its quality would then rest on how well that synced twin
-predicts the real cluster.
+It needs the sim backend: the env must carry a twin (``env.unwrapped.backend.twin``).
+Against the pulumi backend it would need a twin synced from observations: nodes and
+pods (from kube-state-metrics), the layers' knob values and updates in flight (the
+LayerQueue has them), and a per-request CPU cost estimated from
+``cpu_utilisation_requests`` and ``request_rate``, rebuilt every step from a resource
+graph of the deployed stacks (``SimBackend`` can start from one). The planning loop
+would be unchanged; its quality would then rest on how well that synced twin predicts
+the real cluster.
 """
 
 from __future__ import annotations
