@@ -517,8 +517,12 @@ class LocalCluster:
         while True:
             for comp, proc in state["processes"].items():
                 popen = self._procs.get(comp)
-                code = popen.poll() if popen is not None else None
-                if code is not None or not _alive(int(proc["pid"]), proc["binary"]):
+                if popen is not None:  # our child: its exit status is the truth
+                    code = popen.poll()
+                    dead = code is not None
+                else:
+                    code, dead = None, not _alive(int(proc["pid"]), proc["binary"])
+                if dead:
                     raise ClusterError(self._died(comp, code))
             with contextlib.suppress(ClusterError):
                 if ready():
