@@ -11,15 +11,15 @@ from typer.testing import CliRunner
 
 pytest.importorskip("stable_baselines3")
 
-import gymnasium as gym  # noqa: E402
+import gymnasium as gym
 
-import infragym  # noqa: E402, F401
-from infragym.agents import specs  # noqa: E402
-from infragym.agents.learned import update_mask  # noqa: E402
-from infragym.agents.training import TrainConfig  # noqa: E402
-from infragym.cli import app  # noqa: E402
-from infragym.errors import ConfigError  # noqa: E402
-from infragym.evaluate import evaluate  # noqa: E402
+import infragym  # noqa: F401
+from infragym.agents import specs
+from infragym.agents.learned import update_mask
+from infragym.agents.training import TrainConfig
+from infragym.cli import app
+from infragym.errors import ConfigError
+from infragym.evaluate import evaluate
 
 
 def test_tiny_training_end_to_end(tmp_path) -> None:

@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 
 pytest.importorskip("optuna")
 
-from infragym import evaluate as ev  # noqa: E402
-from infragym.agents import specs  # noqa: E402
-from infragym.agents.tuning import hpa_agent, load_hpa, tune_hpa  # noqa: E402
-from infragym.cli import app  # noqa: E402
-from infragym.errors import ConfigError  # noqa: E402
+from infragym import evaluate as ev
+from infragym.agents import specs
+from infragym.agents.tuning import hpa_agent, load_hpa, tune_hpa
+from infragym.cli import app
+from infragym.errors import ConfigError
 
 
 def test_tune_then_evaluate_on_the_test_split(tmp_path) -> None:
