@@ -61,13 +61,12 @@ def evaluate(
 ) -> None:
     """Run agents on the same episodes and compare them with paired 95 % intervals."""
     import gymnasium as gym
-    from rich.console import Console
     from rich.progress import Progress
 
     import infragym  # noqa: F401  (registers the envs)
     from infragym import evaluate as ev
     from infragym.agents import specs
-    from infragym.cli_agents import comparison_table
+    from infragym.cli_agents import comparison_table, print_wide
 
     try:
         # Everything the user gave is checked before the run, which may take long.
@@ -110,7 +109,7 @@ def evaluate(
         f"{env_id}{f' ({split} split)' if split else ''}: {episodes} episode(s) per agent, "
         f"seeds {seed}..{seed + episodes - 1}, scenarios {', '.join(chosen_scenarios)} in turn"
     )
-    Console().print(comparison_table(results, differences, ref, title))
+    print_wide(comparison_table(results, differences, ref, title))
     for r in results:
         typer.echo(f"{r.agent}: {r.wall_s:.1f} s")
     if output is not None:

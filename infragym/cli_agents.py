@@ -124,7 +124,7 @@ def tune_hpa(
 
 def _ci(d: Any, scale: float, unit: str, digits: int) -> str:
     return (
-        f"{d.value * scale:+.{digits}f}{unit} "
+        f"{d.value * scale:+.{digits}f}{unit}\n"
         f"[{d.low * scale:+.{digits}f}, {d.high * scale:+.{digits}f}]"
     )
 
@@ -135,7 +135,7 @@ def comparison_table(results: list, differences: dict, reference: str, title: st
 
     table = Table(title=title, caption=f"Δ: difference to {reference}, 95 % paired-bootstrap CI")
     cols = ("agent", "return", "Δ return", "cost $/h", "Δ cost", "SLO", "Δ SLO (pp)",
-            "errors", "Δ errors (pp)", "episode cost $")  # fmt: skip
+            "errors", "Δ errors (pp)")  # fmt: skip
     for col in cols:
         table.add_column(col, justify="left" if col == "agent" else "right")
     for r in results:
@@ -151,6 +151,16 @@ def comparison_table(results: list, differences: dict, reference: str, title: st
             "–" if ref else _ci(d["slo_attainment"], 100, "", 1),
             f"{100 * r.mean('mean_error_ratio'):.2f} %",
             "–" if ref else _ci(d["mean_error_ratio"], 100, "", 2),
-            f"{r.mean('cost_usd'):.3f}",
         )
     return table
+
+
+def print_wide(renderable: Any, min_width: int = 120) -> None:
+    """Print with at least ``min_width`` columns (rich assumes 80 when not on a terminal,
+    which wraps every interval of the comparison table)."""
+    from rich.console import Console
+
+    console = Console()
+    if console.width < min_width:
+        console = Console(width=min_width)
+    console.print(renderable)
