@@ -116,7 +116,7 @@ class MPCAgent:
 
     def __init__(
         self,
-        horizon: int = 10,
+        horizon: int = 20,
         margin: float = 0.1,
         fit_steps: int = 6,
         damping: float = 0.9,
