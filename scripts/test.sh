@@ -13,6 +13,9 @@ export PATH="$pulumi_dir:$PATH"
 export PULUMI_SKIP_UPDATE_CHECK=true
 PULUMI_PYTHON_CMD="$(command -v "$PYTHON")"
 export PULUMI_PYTHON_CMD
+# The local Kubernetes and the real k8s provider (tests marked kubernetes): built once, cached
+PYTHON="$PYTHON" PULUMI="$pulumi_dir/pulumi" bash scripts/install-kubernetes.sh >/dev/null
+export INFRAGYM_REQUIRE_K8S=1
 
 "$PYTHON" -m ruff check .
 "$PYTHON" -m pytest -q -p no:cacheprovider "$@"

@@ -42,7 +42,7 @@ MAY_DIFFER_THRESHOLD = 0.5
 
 def test_twin_agrees_with_kube_scheduler(k8s: ApiClient) -> None:
     configs = random_configs(CONFIGS, seed=0)
-    rows = compare(k8s, configs, batch=20)
+    rows = compare(k8s, configs, batch=40)
     assert len(rows) == CONFIGS
     pending = [(c, t, r) for c, t, r in rows if t.pending != r.pending]
     placement = [
