@@ -466,13 +466,20 @@ class LocalCluster:
             if not proc:
                 continue
             pid, binary = int(proc["pid"]), proc["binary"]
-            if _alive(pid, binary):
+            popen = self._procs.pop(name, None)
+            if popen is not None and popen.pid == pid:
+                # Our own child: its Popen is the truth (no PID reuse while unreaped).
+                if popen.poll() is None:
+                    popen.terminate()
+                    try:
+                        popen.wait(timeout=timeout)
+                    except subprocess.TimeoutExpired:
+                        popen.kill()
+                        popen.wait(timeout=5)
+                    stopped.append(name)
+            elif _alive(pid, binary):
                 self._terminate(pid, binary, timeout)
                 stopped.append(name)
-            popen = self._procs.pop(name, None)
-            if popen is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    popen.wait(timeout=1)
         if state:
             state["processes"] = {}
             self._save(state)
