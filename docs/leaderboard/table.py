@@ -4,8 +4,9 @@
 
 Several files (for example the baselines and the slower mpc run, on the same split,
 seeds and scenarios) are merged; each file's differences are to its own reference, so
-give every file the same reference agent first. Agents whose names start with ``ppo:``
-also get a combined row, ``ppo (N seeds)``: per episode, the mean over the seeds, with
+give every file the same reference agent first. Learned agents (``ppo:RUN``,
+``maskable-ppo:RUN``, ...) with several runs also get a combined row, ``ppo (N seeds)``:
+per episode, the mean over the seeds, with
 its paired-bootstrap interval against the reference (over episodes; the seeds' spread is
 in their own rows).
 """
@@ -17,6 +18,7 @@ import sys
 
 import numpy as np
 
+from infragym.agents.specs import LEARNED
 from infragym.evaluate import paired_bootstrap
 
 
@@ -40,10 +42,12 @@ def main(paths: list[str]) -> None:
                 continue
             seen.add(a["agent"])
             rows.append(a)
-    seeds = [a for a in rows if a["agent"].startswith("ppo:")]
     reference = next(a for a in rows if a["agent"] == ref)
-    if len(seeds) > 1:
-        combined = {"agent": f"ppo ({len(seeds)} seeds)", "episodes": {}, "means": {},
+    for algo in LEARNED:
+        seeds = [a for a in rows if a["agent"].startswith(f"{algo}:")]
+        if len(seeds) < 2:
+            continue
+        combined = {"agent": f"{algo} ({len(seeds)} seeds)", "episodes": {}, "means": {},
                     "vs_reference": {}, "wall_s": sum(a["wall_s"] for a in seeds)}  # fmt: skip
         for metric in reference["episodes"]:
             values = np.mean([a["episodes"][metric] for a in seeds], axis=0)
