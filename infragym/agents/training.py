@@ -343,6 +343,7 @@ def train(
     eval_env = make_eval_env(config)
     start = time.perf_counter()
     best = {"ret": -math.inf}
+    live_bar: list[Any] = []  # the progress bar while it runs
 
     def run_validation(step: int) -> dict[str, float]:
         validator = _Validator(model, venv, config)
@@ -362,12 +363,15 @@ def train(
             model.save(str(run / BEST_MODEL))
             venv.save(str(run / BEST_STATS))
         _write_curve(run, rows)
-        if log:
-            log(
-                f"step {step}: validation return {result['val_return']:.1f} "
-                f"(cost {result['val_cost_hourly']:.3f} $/h, SLO {100 * result['val_slo']:.1f} %), "
-                f"best {best['ret']:.1f}"
-            )
+        line = (
+            f"step {step}: validation return {result['val_return']:.1f} "
+            f"(cost {result['val_cost_hourly']:.3f} $/h, SLO {100 * result['val_slo']:.1f} %), "
+            f"best {best['ret']:.1f}"
+        )
+        if live_bar:  # printed above the live progress bar, which stays at the bottom
+            live_bar[0].console.print(line, markup=False, highlight=False)
+        elif log:
+            log(line)
         return row
 
     class Callback(BaseCallback):
@@ -399,6 +403,7 @@ def train(
                     TimeRemainingColumn(),
                 )
                 self.bar.start()
+                live_bar.append(self.bar)
                 self.task = self.bar.add_task(
                     config.name, total=config.total_steps, rate="–", val=self.last_val
                 )
@@ -422,6 +427,7 @@ def train(
         def _on_training_end(self) -> None:
             if self.bar is not None:
                 self.bar.stop()
+                live_bar.clear()
 
     try:
         model.learn(total_timesteps=config.total_steps, callback=Callback())
