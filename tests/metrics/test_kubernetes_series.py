@@ -71,6 +71,8 @@ def _kube_state_metrics() -> str:
     for metric, values in (
         ("kube_deployment_spec_replicas", {"heater": 4, "siege-engine": 1}),
         ("kube_deployment_status_replicas_ready", {"heater": 3, "siege-engine": 1}),
+        # status.replicas: the pods the Deployment has (Ready or not), one per HEATER_PODS.
+        ("kube_deployment_status_replicas", {"heater": len(HEATER_PODS), "siege-engine": 1}),
     ):
         lines.append(f"# TYPE {metric} gauge")
         for deployment, v in values.items():
@@ -160,6 +162,7 @@ def test_kubernetes_metrics(start_prometheus, serve_metrics) -> None:
         "replicas_ready",
         "nodes_ready",
         "pods_pending",
+        "replicas_starting",
         "cpu_utilisation_requests",
         "cpu_utilisation_limits",
     ]
@@ -173,6 +176,8 @@ def test_kubernetes_metrics(start_prometheus, serve_metrics) -> None:
     assert values["replicas_ready"] == 3.0
     assert values["nodes_ready"] == 2.0
     assert values["pods_pending"] == 2.0
+    not_ready = sum(1 for _, ready, _, _ in HEATER_PODS.values() if not ready)
+    assert values["replicas_starting"] == not_ready  # the heater's Pending pod
     used = sum(r for phase, _, _, r in HEATER_PODS.values() if phase == "Running")
     ready = sum(1 for _, ready, _, _ in HEATER_PODS.values() if ready)
     assert values["cpu_utilisation_requests"] == pytest.approx(

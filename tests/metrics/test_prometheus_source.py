@@ -29,6 +29,7 @@ ZERO_WHEN_ABSENT = {
     "replicas_ready",
     "nodes_ready",
     "pods_pending",
+    "replicas_starting",
 }
 """Rates and counts: absent series read as 0.0 (nothing happened yet)."""
 NAN_WHEN_UNDEFINED = {

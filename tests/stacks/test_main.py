@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import runpy
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,17 @@ class CliRun:
         return found
 
 
+def _ensure_event_loop() -> None:
+    """Give the main thread an event loop if it has none: the mock runtime needs one, and
+    an earlier test's ``asyncio.run`` (the MCP client tests, for one) leaves it without."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            asyncio.get_event_loop()
+        except RuntimeError:
+            asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_cli(
     stack: str,
     config: Mapping[str, Any] | None = None,
@@ -99,6 +112,7 @@ def run_cli(
         def call(self, args: pmocks.MockCallArgs):
             return {}
 
+    _ensure_event_loop()
     psettings.ROOT.set(None)
     pmocks.set_mocks(CliMocks(), project="infragym", stack=stack, preview=False, organization=ORG)
     psettings.SETTINGS.rpc_manager.clear()
