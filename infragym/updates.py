@@ -58,6 +58,12 @@ class LayerQueue:
         self.requested.update(values)
         self.applied.update(values)
 
+    def made(self, changes: Iterable[Change]) -> None:
+        """Record ``changes`` as requested and applied at once (immediate actuation)."""
+        requested, applied = self.requested, self.applied
+        for knob, value in changes:
+            requested[knob.name] = applied[knob.name] = value
+
     def request(self, changes: Iterable[Change], now: float) -> list[Update]:
         """Record ``changes`` as desired; return the updates that start now.
 

@@ -125,8 +125,7 @@ class SimBackend(Backend):
                     twin.set_property(knob.type, knob.resource, knob.path, value)
                 done += 1
         finally:  # what was applied, even when a later change is refused
-            for update in twin.queue.request(changes[:done], twin.t):  # done at once
-                twin.queue.complete(update.layer, twin.t)
+            twin.queue.made(changes[:done])
         layers: list[str] = []
         for knob, _ in changes:
             if knob.layer not in layers:

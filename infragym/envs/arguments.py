@@ -116,6 +116,8 @@ def reward_value(fn: Callable[[Mapping[str, float]], Any], observed: Mapping[str
         value = fn(observed)
     except Exception as exc:
         raise ConfigError(f"the reward {fn!r} raised {_type_name(exc)}: {exc}") from exc
+    if type(value) is float and value - value == 0.0:  # the common case: finite (NaN, inf fail)
+        return value
     if not isinstance(value, numbers.Real):
         raise ConfigError(f"the reward {fn!r} returned a {_type_name(value)}, not a number")
     value = float(value)
