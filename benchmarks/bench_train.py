@@ -10,6 +10,10 @@ env), and splits the wall time three ways:
 - *policy*: the rest of rollout collection (the policy's forward pass, buffers);
 - *update*: gradient steps (``train()``), the time outside rollouts.
 
+The first reset (for SubprocVecEnv: starting the workers, which import
+stable-baselines3 and torch, and the env) is reported apart as *start-up* and left out of
+the steps/s and the split.
+
 No validation runs (that is ``infragym train``'s, not the learner's, cost).
 
     python benchmarks/bench_train.py [--steps 20000] [--envs 4]
@@ -41,11 +45,15 @@ def bench(env_id: str, vec: str, steps: int, n_envs: int) -> dict[str, float]:
         def __init__(self, venv) -> None:
             super().__init__(venv)
             self.env_s = 0.0
+            self.first_reset_s: float | None = None
 
         def reset(self):
             t = time.perf_counter()
             out = self.venv.reset()
-            self.env_s += time.perf_counter() - t
+            if self.first_reset_s is None:  # worker start-up, imports: reported apart
+                self.first_reset_s = time.perf_counter() - t
+            else:
+                self.env_s += time.perf_counter() - t
             return out
 
         def step_async(self, actions) -> None:
@@ -94,12 +102,13 @@ def bench(env_id: str, vec: str, steps: int, n_envs: int) -> dict[str, float]:
     cb = Rollouts()
     start = time.perf_counter()
     model.learn(total_timesteps=steps, callback=cb)
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start - (timed.first_reset_s or 0.0)
     venv.close()
     n = model.num_timesteps
     return {
         "steps": n,
         "wall_s": wall,
+        "startup_s": timed.first_reset_s or 0.0,
         "steps_per_s": n / wall,
         "env_s": timed.env_s,
         "policy_s": cb.rollout_s - timed.env_s,
@@ -122,7 +131,10 @@ def main() -> None:
         f"(1 thread), stable-baselines3 {stable_baselines3.__version__}, "
         f"{os.cpu_count()} CPUs"
     )
-    header = f"{'env':<20} {'vec env':<10} {'steps/s':>8} {'env':>7} {'policy':>7} {'update':>7}"
+    header = (
+        f"{'env':<20} {'vec env':<10} {'steps/s':>8} {'env':>7} {'policy':>7} {'update':>7} "
+        f"{'start-up s':>10}"
+    )
     print(header)
     print("-" * len(header))
     for env_id in ("SimpleK8sWebApp-v1", "CartPole-v1"):
@@ -132,7 +144,7 @@ def main() -> None:
             print(
                 f"{env_id:<20} {vec:<10} {r['steps_per_s']:>8.0f} "
                 f"{100 * r['env_s'] / w:>6.0f}% {100 * r['policy_s'] / w:>6.0f}% "
-                f"{100 * r['update_s'] / w:>6.0f}%",
+                f"{100 * r['update_s'] / w:>6.0f}% {r['startup_s']:>10.1f}",
                 flush=True,
             )
 
