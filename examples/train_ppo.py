@@ -35,8 +35,9 @@ def main() -> None:
     make_env = lambda: gym.make("SimpleK8sWebApp-v1", action_mode="absolute", split="test")  # noqa: E731
     scenarios = make_env().unwrapped.scenario_names
     results = evaluate(make_env, agents, args.episodes, seed=0, scenarios=scenarios)
+    differences = compare(results)
     for r in results:
-        d = compare(results)[r.agent]["mean_cost_hourly"]
+        d = differences[r.agent]["mean_cost_hourly"]
         print(
             f"{r.agent:24s} return {r.mean('ret'):7.1f}  SLO {r.mean('slo_attainment'):.1%}  "
             f"cost ${r.mean('mean_cost_hourly'):.3f}/h ({100 * d.value:+.1f} % "
