@@ -34,7 +34,7 @@ from infragym.apps.workload import CpuWork
 from infragym.catalog import Size
 from infragym.errors import ConfigError
 from infragym.graph import Change, ResourceRecord
-from infragym.knobs import parse_path
+from infragym.knobs import get_path, parse_path
 from infragym.twin import builder
 from infragym.twin.cost import (
     CLUSTER,
@@ -314,7 +314,10 @@ class Twin:
             for change in update.changes:
                 knob = change.knob
                 key = (knob.type, knob.resource)
-                before = get_path_or_missing(self._record(*key).inputs, knob.path)
+                try:
+                    before = get_path(self._record(*key).inputs, knob.path)
+                except ConfigError:  # not set yet
+                    before = _MISSING
                 self.set_property(knob.type, knob.resource, knob.path, change.value)
                 made.append((change, before))
                 if key in self.pools and self.pools[key] not in pools:
@@ -1178,16 +1181,6 @@ class Twin:
                 self._evict(t)
                 self._next_event = t
                 return
-
-
-def get_path_or_missing(obj: Any, path: str) -> Any:
-    """The value at a property path, or the module's missing marker."""
-    for part in parse_path(path):
-        try:
-            obj = obj[part]
-        except (KeyError, IndexError, TypeError):
-            return _MISSING
-    return obj
 
 
 def hpa_proposal(
