@@ -24,6 +24,14 @@ which keeps, for each pool, ``nodeCount`` Node objects:
 - a new size brings up new nodes and removes the old ones once every new one is Ready
   (nodes cannot be resized: DOKS replaces them, as the twin does).
 
+A node belongs to the pool whose *uid* its owner reference names, not to any pool of the
+same name: a pool deleted and created again under its name (a stack destroyed and
+deployed again, perhaps with another size) between two passes must not adopt the old
+pool's nodes, whose size and readiness are not its own; they are deleted at once. A node
+name seen in a pass is never created again in that pass, and the pods of a removed node
+are listed after the node is deleted, so that none bound meanwhile is left running on a
+node that no longer exists.
+
 A pool's ``status`` says how many nodes it has and how many are Ready. The knobs of the
 ``local-k8s`` layer are ``spec.nodeCount`` and ``spec.size`` of its ``workers`` pool.
 """
@@ -181,6 +189,14 @@ def node_object(pool: Mapping[str, Any], name: str) -> dict[str, Any]:
     }
 
 
+def _owner_uid(node: Mapping[str, Any]) -> str | None:
+    """The uid of the ``NodePool`` that owns ``node`` (``None``: not a pool's node)."""
+    for o in node["metadata"].get("ownerReferences") or []:
+        if o.get("kind") == KIND and o.get("apiVersion") == API_VERSION:
+            return o.get("uid")
+    return None
+
+
 def _ready(node: Mapping[str, Any]) -> bool:
     for c in (node.get("status") or {}).get("conditions") or []:
         if c.get("type") == "Ready":
@@ -192,40 +208,46 @@ def reconcile(client: ApiClient) -> int:
     """One pass over every pool; returns how many Node objects it created or deleted."""
     pools = (client.request("GET", _pools_path()) or {}).get("items") or []
     nodes = client.list("nodes")
-    pods = client.list("pods")
     pods_on: dict[str, int] = {}
-    for p in pods:
+    for p in client.list("pods"):
         node_name = (p.get("spec") or {}).get("nodeName")
         if node_name:
             pods_on[node_name] = pods_on.get(node_name, 0) + 1
     changes = 0
+    taken = {n["metadata"]["name"] for n in nodes}  # not created again in this pass
     # Nodes of a deleted pool go at once (the garbage collector would get to them only
-    # after its next discovery of the NodePool type, up to 30 s later).
-    names = {p["metadata"]["name"] for p in pools}
+    # after its next discovery of the NodePool type, up to 30 s later), also when a pool
+    # of the same name exists again: it is another pool (another uid).
+    live = {p["metadata"]["uid"] for p in pools}
+    kept = []
     for n in nodes:
-        owners = n["metadata"].get("ownerReferences") or []
-        if any(o.get("kind") == KIND for o in owners) and not any(
-            o.get("name") in names for o in owners
-        ):
-            _delete_node(client, n["metadata"]["name"], pods)
+        owner = _owner_uid(n)
+        if owner is not None and owner not in live:
+            _delete_node(client, n["metadata"]["name"])
             changes += 1
+        else:
+            kept.append(n)
     for pool in pools:
-        name = pool["metadata"]["name"]
+        name, uid = pool["metadata"]["name"], pool["metadata"]["uid"]
         spec = pool.get("spec") or {}
         size, want = spec.get("size", ""), int(spec.get("nodeCount") or 0)
-        mine = [n for n in nodes if (n["metadata"].get("labels") or {}).get(POOL_LABEL) == name]
+        mine = [n for n in kept if _owner_uid(n) == uid]
         current = [n for n in mine if n["metadata"]["labels"].get(SIZE_LABEL) == size]
         old = [n for n in mine if n["metadata"]["labels"].get(SIZE_LABEL) != size]
         try:
-            changes += _scale(client, pool, current, want, size, pods_on)
+            changes += _scale(client, pool, current, want, size, pods_on, taken)
         except ConfigError as exc:
             log.error("node pool %s: %s", name, exc)
             continue
         # Replaced nodes go once every node of the new size is Ready (or none is wanted).
-        fresh = client.list("nodes", selector=f"{POOL_LABEL}={name},{SIZE_LABEL}={size}")
+        fresh = [
+            n
+            for n in client.list("nodes", selector=f"{POOL_LABEL}={name},{SIZE_LABEL}={size}")
+            if _owner_uid(n) == uid
+        ]
         if old and sum(map(_ready, fresh)) >= want:
             for n in old:
-                _delete_node(client, n["metadata"]["name"], pods)
+                _delete_node(client, n["metadata"]["name"])
                 changes += 1
         status = {"nodes": len(fresh), "readyNodes": sum(map(_ready, fresh))}
         if (pool.get("status") or {}) != status:
@@ -245,15 +267,21 @@ def _scale(
     want: int,
     size: str,
     pods_on: Mapping[str, int],
+    taken: set[str],
 ) -> int:
+    """Create or remove nodes of ``pool``'s size until it has ``want``.
+
+    ``taken`` holds the node names that exist (or existed at the start of the pass); the
+    names created are added to it.
+    """
     name = pool["metadata"]["name"]
     if len(current) < want:
-        taken = {n["metadata"]["name"] for n in current}
         made, i = 0, 1
         while len(current) + made < want:
             node_name = f"{name}-{size}-{i}"
             if node_name not in taken:
                 client.create("nodes", node_object(pool, node_name))
+                taken.add(node_name)
                 made += 1
             i += 1
         return made
@@ -267,9 +295,8 @@ def _scale(
                 _neg_time(n["metadata"].get("creationTimestamp", "")),
             ),
         )
-        pods = client.list("pods")
         for n in order[: len(current) - want]:
-            _delete_node(client, n["metadata"]["name"], pods)
+            _delete_node(client, n["metadata"]["name"])
         return len(current) - want
     return 0
 
@@ -278,13 +305,21 @@ def _neg_time(stamp: str) -> tuple[int, ...]:
     return tuple(-ord(c) for c in stamp)
 
 
-def _delete_node(client: ApiClient, node: str, pods: list[dict[str, Any]]) -> None:
-    """Delete a node and the pods bound to it (their controllers recreate them)."""
+def _delete_node(client: ApiClient, node: str) -> None:
+    """Delete a node, then the pods bound to it (their controllers recreate them).
+
+    The pods are listed after the node is gone, so a pod the scheduler bound to it since
+    the pass began is deleted too, rather than left Running on a node that does not exist
+    until the pod garbage collector notices (tens of seconds, during which its Deployment
+    counts it Ready and the pod it should become stays unscheduled).
+    """
     client.delete("nodes", node)
-    for p in pods:
-        if (p.get("spec") or {}).get("nodeName") == node:
-            meta = p["metadata"]
-            client.delete("pods", meta["name"], meta.get("namespace"), grace_seconds=0)
+    doc = client.request(
+        "GET", ApiClient.path("pods"), query={"fieldSelector": f"spec.nodeName={node}"}
+    )
+    for p in (doc or {}).get("items") or []:
+        meta = p["metadata"]
+        client.delete("pods", meta["name"], meta.get("namespace"), grace_seconds=0)
 
 
 def run(client: ApiClient, interval: float = 0.5) -> None:
