@@ -97,9 +97,26 @@ class Knob:
         values = self.values
         if isinstance(self.domain, IntRange) and isinstance(value, int | float):
             return int(np.argmin([abs(v - value) for v in values]))
+        if isinstance(value, str):
+            # A Kubernetes quantity as the provider stores it ("1" for "1000m").
+            same = [i for i, v in enumerate(values) if _same_quantity(v, value)]
+            if len(same) == 1:
+                return same[0]
         raise ConfigError(
             f"knob {self.name!r}: current value {value!r} is not in its domain {list(values)}"
         )
+
+
+def _same_quantity(a: Any, b: str) -> bool:
+    """Whether ``a`` and ``b`` are the same Kubernetes quantity written two ways."""
+    from infragym.twin.units import quantity_value
+
+    if not isinstance(a, str):
+        return False
+    try:
+        return quantity_value(a) == quantity_value(b)
+    except ValueError:
+        return False
 
 
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

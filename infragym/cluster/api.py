@@ -157,6 +157,33 @@ class ApiClient:
         self.request("DELETE", self.path(kind, namespace), query=query)
 
 
+def client_from_kubeconfig(kubeconfig: str, timeout: float = 10.0) -> ApiClient:
+    """An :class:`ApiClient` for the current context of a kubeconfig with a client certificate.
+
+    The kubeconfig's embedded CA, certificate and key go to a private temporary directory
+    only while the TLS context loads them, then are removed, so nothing is left on disk.
+
+    Raises:
+        ConfigError: The kubeconfig is invalid, or its user has no client certificate
+            (the local cluster's kubeconfig always has one).
+    """
+    from infragym.backends.cluster_access import from_kubeconfig
+    from infragym.errors import ConfigError
+
+    access = from_kubeconfig(kubeconfig)
+    try:
+        if access.cert is None or not isinstance(access.verify, str):
+            raise ConfigError(
+                "the kubeconfig needs a client certificate and a CA (as `infragym cluster up` "
+                "writes), not a token"
+            )
+        return ApiClient(
+            access.server, Path(access.verify), Path(access.cert[0]), Path(access.cert[1]), timeout
+        )
+    finally:
+        access.close()
+
+
 def wait_for(
     what: str,
     check: Callable[[], Any],

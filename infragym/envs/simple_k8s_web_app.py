@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from infragym import catalog, metrics
 from infragym.backends import Change, LayerSpec, make_backend
-from infragym.envs import arguments
+from infragym.envs import arguments, clusters
 from infragym.envs import scenarios as scenario_lib
 from infragym.envs.rewards import default_reward
 from infragym.errors import ConfigError
@@ -42,12 +42,22 @@ def default_knobs(
     max_replicas: int = 30,
     max_nodes: int = 10,
     cpu_limits: Sequence[str] = ("250m", "500m", "750m", "1000m"),
+    cluster: str = clusters.DOKS,
 ) -> tuple[Knob, ...]:
     """The four knobs of SimpleK8sWebApp-v0.
 
+    Args:
+        node_sizes: The node size knob's domain (DOKS size slugs).
+        max_replicas: The heater replicas knob's upper bound.
+        max_nodes: The node count knob's upper bound.
+        cpu_limits: The heater CPU limit knob's domain.
+        cluster: The layer in the ``cluster`` role, whose workers pool the node knobs
+            act on (:data:`infragym.envs.clusters.CLUSTERS`).
+
     Raises:
-        ConfigError: A node size is not a DOKS node size slug.
+        ConfigError: A node size is not a DOKS node size slug, or an unknown cluster.
     """
+    pool = clusters.get(cluster, "pulumi")
     for slug in node_sizes:
         if slug not in catalog.doks_node_sizes():
             raise ConfigError(
@@ -74,14 +84,19 @@ def default_knobs(
         ),
         Knob(
             "node_count",
-            "do-managed-k8s",
-            NODE_POOL,
+            pool.layer,
+            pool.node_pool_type,
             "workers",
-            "nodeCount",
+            pool.node_count_path,
             IntRange(1, max_nodes),
         ),
         Knob(
-            "node_size", "do-managed-k8s", NODE_POOL, "workers", "size", Choice(tuple(node_sizes))
+            "node_size",
+            pool.layer,
+            pool.node_pool_type,
+            "workers",
+            pool.node_size_path,
+            Choice(tuple(node_sizes)),
         ),
     )
 
@@ -166,6 +181,21 @@ class SimpleK8sWebAppEnv(gym.Env):
     ``backend_options`` go to the backend (``twin_params`` and ``twin_engine`` for the sim,
     ``deployment``, ``state_url``, ``keep`` for pulumi).
 
+    ``cluster`` names the layer in the ``cluster`` role: ``"do-managed-k8s"`` (DOKS, the
+    default) or ``"local-k8s"``, the local control plane of ``infragym cluster up`` with
+    KWOK nodes (``backend="pulumi"`` only; no cloud account). With ``local-k8s`` the
+    layers are ``local-k8s``, ``k8s-core`` (metrics-server off), ``k8s-prometheus``,
+    ``k8s-heater`` and ``k8s-siege-engine``; ``settings["local-k8s"]`` takes the layer's
+    settings (``cluster_dir`` or ``kubeconfig``, ``ready_after_s``: a node's boot time,
+    the twin's ``node_boot_s`` for fidelity; ``node_size``, ``node_count``); the node
+    knobs act on its ``NodePool`` ``workers``, whose Nodes get the catalogue's capacity;
+    cost prices those nodes at DigitalOcean's list prices. The cluster is checked to
+    answer before anything is deployed (a ``ClusterError`` says how to start it). No
+    container runs there, so the request metrics (rates, latencies, errors, CPU use) are
+    NaN and listed in ``info["missing"]``; replicas, nodes and Pending pods come from the
+    API server, or from kube-state-metrics through the Prometheus at
+    ``backend_options["prometheus_url"]`` when given (see ``infragym cluster status``).
+
     ## Version History
 
     * v0: Initial version.
@@ -195,6 +225,7 @@ class SimpleK8sWebAppEnv(gym.Env):
         backend_options: Mapping[str, Any] | None = None,
         max_episode_steps: int = 120,
         split: str = "train",
+        cluster: str = clusters.DOKS,
         **unknown: Any,
     ) -> None:
         if unknown:  # a ConfigError, not the TypeError gym.make would fill with every argument
@@ -207,7 +238,9 @@ class SimpleK8sWebAppEnv(gym.Env):
         max_episode_steps = arguments.positive_int("max_episode_steps", max_episode_steps)
         self.episode_seconds = self.step_seconds * max_episode_steps
         node_sizes = arguments.names("node_sizes", node_sizes, DEFAULT_NODE_SIZES)
-        self.knobs = default_knobs(node_sizes, cpu_limits=self.cpu_limits)
+        self.cluster = clusters.get(cluster, backend)
+        self.layer_names = self.cluster.layers(LAYERS)
+        self.knobs = default_knobs(node_sizes, cpu_limits=self.cpu_limits, cluster=cluster)
         self.codec = ActionCodec(self.knobs, action_mode)
         self.reward_fn = arguments.reward(reward) or default_reward()
         scenarios = arguments.names(
@@ -216,12 +249,16 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.scenario_names = scenarios
         self.split = scenario_lib.check_split(split)
         self.max_episode_steps = max_episode_steps
-        self.settings = self._layer_settings(arguments.settings(settings, LAYERS))
+        self.settings = self._layer_settings(arguments.settings(settings, self.layer_names))
         self.backend_name = backend
         options = arguments.mapping("backend_options", backend_options)
         options.setdefault("actuation", self.actuation)
         if backend == "pulumi":
             options.setdefault("window_seconds", self.step_seconds)  # PromQL covers one step
+        if self.cluster.layer == clusters.LOCAL:  # it answers, before anything is deployed
+            clusters.local_cluster_options(
+                self.settings[clusters.LOCAL], options, options["window_seconds"]
+            )
         self.backend = make_backend(backend, **options)
         # Settings the knobs' domains cannot represent are refused now, before any deploy.
         arguments.knob_values_in_domains(self.knobs, self.settings, self.backend.deployment)
@@ -248,18 +285,23 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.history: list[dict[str, float]] = []
         self.steps = 0  # steps since reset
 
-    @staticmethod
-    def _layer_settings(overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-        unknown = set(overrides) - set(LAYERS)
+    def _layer_settings(
+        self, overrides: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """Settings of every layer: the cluster choice's defaults, then ``overrides``."""
+        unknown = set(overrides) - set(self.layer_names)
         if unknown:
             raise ConfigError(
-                f"settings for unknown layers {sorted(unknown)}; layers: {list(LAYERS)}"
+                f"settings for unknown layers {sorted(unknown)}; layers: {list(self.layer_names)}"
             )
-        return {name: dict(overrides.get(name, {})) for name in LAYERS}
+        defaults = self.cluster.defaults
+        return {
+            name: {**defaults.get(name, {}), **overrides.get(name, {})} for name in self.layer_names
+        }
 
     def _layers(self, schedule) -> list[LayerSpec]:
         out = []
-        for name in LAYERS:
+        for name in self.layer_names:
             s = dict(self.settings[name])
             if name == "k8s-siege-engine":
                 s["schedule"] = schedule.model_dump(mode="json")

@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from infragym import metrics
-from infragym.envs import arguments
+from infragym.envs import arguments, clusters
 from infragym.envs import scenarios as scenario_lib
 from infragym.envs.rewards import ErrorPenalty, RewardSum, SloAttainment
 from infragym.envs.simple_k8s_web_app import (
@@ -30,7 +30,8 @@ RATE_SCALE = 250.0
 COST_SCALE_BY_REFERENCE = 4.0
 """``cost_hourly`` is observed relative to the reference cost, divided by this."""
 UPDATE_LAYERS = ("do-managed-k8s", "k8s-heater")
-"""The layers the knobs change, in the order of their "update in flight" entries."""
+"""The layers the knobs change, in the order of their "update in flight" entries (the
+first is the layer in the ``cluster`` role: ``local-k8s`` with ``cluster="local-k8s"``)."""
 LOAD_HISTORY = 8
 """Steps of offered load before the current one in the observation: 8 × 30 s = 240 s, a
 node's boot time, so the agent sees the trend over the time a node it asks for takes to
@@ -162,7 +163,10 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
     reward=None, cost_weight=1.0, scenarios=None, split="train", settings=None,
     node_sizes=None, render_mode=None, backend_options=None)``. As v0, plus ``split``
     (``train``, ``validation`` or ``test``: each scenario family's variants for it) and
-    ``cost_weight`` (of the default reward). The backend runs with
+    ``cost_weight`` (of the default reward), and ``cluster`` as v0's (``"local-k8s"``:
+    the local cluster of ``infragym cluster up`` in place of DOKS, on the pulumi backend;
+    :data:`V1_SETTINGS`' node settings then apply to its workers pool, entry 16 is its
+    update in flight, and the request metrics are missing). The backend runs with
     ``actuation="async"``, on the compiled twin core when it is installed (the same
     episodes as the Python twin, bit for bit).
 
@@ -199,10 +203,12 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
         max_episode_steps: int = 120,
         split: str = "train",
         cost_weight: float = 1.0,
+        cluster: str = clusters.DOKS,
         **unknown: Any,
     ) -> None:
-        merged = {layer: dict(values) for layer, values in V1_SETTINGS.items()}
-        for layer, values in arguments.settings(settings, LAYERS).items():
+        choice = clusters.get(cluster, backend)
+        merged = {choice.settings_key(k): dict(v) for k, v in V1_SETTINGS.items()}
+        for layer, values in arguments.settings(settings, choice.layers(LAYERS)).items():
             merged.setdefault(layer, {}).update(values)
         if not (isinstance(cost_weight, int | float) and math.isfinite(cost_weight)):
             raise ConfigError(f"cost_weight must be a finite number, got {cost_weight!r}")
@@ -218,8 +224,10 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
             backend_options=backend_options,
             max_episode_steps=max_episode_steps,
             split=split,
+            cluster=cluster,
             **unknown,  # refused there with a ConfigError
         )
+        self.update_layers = (choice.layer, *UPDATE_LAYERS[1:])
         self.metric_names = OBSERVED_METRICS_V1
         scales = {n: metrics.get(n).scale for n in OBSERVED_METRICS_V1}
         scales.update(request_rate=RATE_SCALE, offered_rate=RATE_SCALE)
@@ -254,7 +262,7 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
                 v = OBS_CLIP if v > OBS_CLIP else 0.0
             values.append(v)
         queue = self.backend.queue
-        values += [1.0 if busy else 0.0 for busy in queue.busy(UPDATE_LAYERS)]
+        values += [1.0 if busy else 0.0 for busy in queue.busy(self.update_layers)]
         values += self._knob_obs
         applied = queue.applied
         for knob, (_, _, positions, _) in zip(self.knobs, self._knob_tables, strict=True):
@@ -263,7 +271,7 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
         history = self.history  # this step's metrics last
         for back in range(2, LOAD_HISTORY + 2):  # the steps before it, newest first
             rate = history[-back if back <= len(history) else 0]["offered_rate"]
-            values.append(min(max(rate / RATE_SCALE, 0.0), OBS_CLIP))
+            values.append(min(max(0.0, rate / RATE_SCALE), OBS_CLIP))  # NaN (unmeasured): 0
         return np.array(values, dtype=np.float32), missing
 
     def _info(

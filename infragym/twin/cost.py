@@ -17,6 +17,8 @@ from infragym.twin.units import memory_gib
 
 CLUSTER = "digitalocean:index/kubernetesCluster:KubernetesCluster"
 NODE_POOL = "digitalocean:index/kubernetesNodePool:KubernetesNodePool"
+LOCAL_NODE_POOL = "kubernetes:infragym.dev/v1:NodePool"
+"""The local cluster's node pool (``local-k8s``): priced as the DOKS pool it stands for."""
 DROPLET = "digitalocean:index/droplet:Droplet"
 LOAD_BALANCER = "digitalocean:index/loadBalancer:LoadBalancer"
 VOLUME = "digitalocean:index/volume:Volume"
@@ -51,6 +53,9 @@ def resource_hourly_cost(record: ResourceRecord, *, include_nodes: bool = True) 
         return ha + (_pool_nodes_cost(pool) if include_nodes and pool.get("size") else 0.0)
     if t == NODE_POOL:
         return _pool_nodes_cost(inputs) if include_nodes else 0.0
+    if t == LOCAL_NODE_POOL:
+        spec = inputs.get("spec") or {}
+        return _pool_nodes_cost(spec) if include_nodes and spec.get("size") else 0.0
     if t == DROPLET:
         return catalog.hourly_price(inputs["size"])
     if t == LOAD_BALANCER:
