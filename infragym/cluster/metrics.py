@@ -12,9 +12,9 @@ tell "not measured" from "no requests". What the cluster itself knows is measure
   read from the API server with the same meaning (every namespace's Deployments named
   like the app, every node, every pod);
 - ``nodes_booting`` and ``next_node_ready_s`` (no PromQL: on DigitalOcean they come from
-  the backend's view of its pools): from the API server, the nodes of ``NodePool``\\ s
-  that are not Ready yet, and the time left until the first of them is, from its creation
-  time and its ready-after delay.
+  the backend's view of its pools): from the API server, the nodes of the deployment's
+  ``NodePool``\\ s that are not Ready yet, and the time left until the first of them is,
+  from its creation time and its ready-after delay.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 from infragym.cluster import stages
 from infragym.cluster.api import ApiClient
 from infragym.cluster.control_plane import node_ready
-from infragym.cluster.node_pools import KIND
+from infragym.cluster.node_pools import KIND, POOL_LABEL
 from infragym.errors import ConfigError
 
 NOT_MODELLED = (
@@ -65,12 +65,21 @@ class LocalClusterMetrics:
         prometheus: A :class:`~infragym.prometheus.PrometheusSource` on a Prometheus that
             scrapes the cluster's kube-state-metrics; ``None`` reads those metrics from
             the API server.
+        pools: The deployment's ``NodePool`` names, whose nodes ``nodes_booting`` counts
+            (``None``: every pool's, as ``nodes_ready`` counts every node).
     """
 
-    def __init__(self, client: ApiClient, app: str = "heater", prometheus: Any = None) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        app: str = "heater",
+        prometheus: Any = None,
+        pools: Iterable[str] | None = None,
+    ) -> None:
         self.client = client
         self.app = app
         self.prometheus = prometheus
+        self.pools = None if pools is None else frozenset(pools)
 
     def instant(self, names: Iterable[str]) -> tuple[dict[str, float], list[str]]:
         """The named metrics now; NaN (and listed in ``missing``) for request metrics.
@@ -126,6 +135,9 @@ class LocalClusterMetrics:
             meta = node["metadata"]
             owners = meta.get("ownerReferences") or []
             if not any(o.get("kind") == KIND for o in owners) or node_ready(node):
+                continue
+            pool = (meta.get("labels") or {}).get(POOL_LABEL)
+            if self.pools is not None and pool not in self.pools:
                 continue
             created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
             delay = _seconds((meta.get("annotations") or {}).get(stages.READY_AFTER, "0ms"))

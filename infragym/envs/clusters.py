@@ -156,4 +156,6 @@ def local_cluster_options(
         from infragym.prometheus import PrometheusSource
 
         prometheus = PrometheusSource(_http_url("pulumi", "prometheus_url", url), window_seconds)
-    options["metrics"] = LocalClusterMetrics(client, prometheus=prometheus)
+    deployment = options.get("deployment", "dev")  # (the pulumi backend's default)
+    pools = (f"{deployment}-system", f"{deployment}-workers")  # as local-k8s names them
+    options["metrics"] = LocalClusterMetrics(client, prometheus=prometheus, pools=pools)

@@ -17,6 +17,7 @@ import infragym  # noqa: F401  (registers the envs)
 from infragym import catalog
 from infragym.cluster import stages
 from infragym.cluster.metrics import NOT_MODELLED, LocalClusterMetrics
+from infragym.cluster.node_pools import POOL_LABEL
 from infragym.envs import clusters
 from infragym.envs.simple_k8s_web_app import LAYERS, default_knobs
 from infragym.errors import ClusterError, ConfigError
@@ -116,11 +117,14 @@ class FakeClient:
         return self.objects.get(kind, [])
 
 
-def _node(name: str, ready: bool, age_s: float = 0.0, ready_after: str = "0ms") -> dict:
+def _node(
+    name: str, ready: bool, age_s: float = 0.0, ready_after: str = "0ms", pool: str = "p"
+) -> dict:
     created = datetime.now(UTC) - timedelta(seconds=age_s)
     return {
         "metadata": {
             "name": name,
+            "labels": {POOL_LABEL: pool},
             "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "annotations": {stages.READY_AFTER: ready_after},
             "ownerReferences": [{"kind": "NodePool", "name": "p", "uid": "u"}],
@@ -144,11 +148,12 @@ def test_local_metrics_from_the_api_server() -> None:
                 _node("a", True),
                 _node("b", True),
                 _node("c", False, age_s=10, ready_after="240000ms"),
+                _node("d", False, age_s=0, ready_after="5000ms", pool="another-deployment"),
             ],
             "pods": [{"status": {"phase": "Pending"}}, {"status": {"phase": "Running"}}],
         }
     )
-    source = LocalClusterMetrics(client)  # type: ignore[arg-type]
+    source = LocalClusterMetrics(client, pools=["p"])  # type: ignore[arg-type]
     names = (*NOT_MODELLED, "replicas_desired", "replicas_ready", "replicas_starting")
     names += ("nodes_ready", "pods_pending", "nodes_booting", "next_node_ready_s")
     values, missing = source.instant(names)
@@ -159,5 +164,7 @@ def test_local_metrics_from_the_api_server() -> None:
     assert values["nodes_ready"] == 2 and values["pods_pending"] == 1
     assert values["nodes_booting"] == 1
     assert 225 <= values["next_node_ready_s"] <= 231
+    everywhere = LocalClusterMetrics(client).instant(["nodes_booting", "next_node_ready_s"])[0]
+    assert everywhere["nodes_booting"] == 2 and everywhere["next_node_ready_s"] <= 5
     with pytest.raises(ConfigError, match="local-cluster metric"):
         source.instant(["latency_p42"])
