@@ -11,7 +11,7 @@ resource.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from infragym.backends.base import (
@@ -88,7 +88,29 @@ class SimBackend(Backend):
         self.deployment = deployment
         self.twin_params = twin_params or TwinParams()
         self.twin_engine = twin_engine
-        self.twin: Twin | None = None
+        self._twin_obj: Twin | None = None
+        # Set while an env kernel steps the twin's core (infragym/envs/kernel.py): brings
+        # the twin's Python side up to date before it is read.
+        self._sync: Callable[[], None] | None = None
+
+    @property
+    def twin(self) -> Twin | None:
+        """The twin (``None`` before a reset), up to date with an env kernel's steps."""
+        if self._sync is not None:
+            self._sync()
+        return self._twin_obj
+
+    @twin.setter
+    def twin(self, twin: Twin | None) -> None:
+        self._twin_obj = twin
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: the twin up to date, without the env kernel's hook."""
+        if self._sync is not None:
+            self._sync()
+        state = self.__dict__.copy()
+        state["_sync"] = None
+        return state
 
     @property
     def queue(self) -> LayerQueue:  # type: ignore[override]
@@ -171,4 +193,5 @@ class SimBackend(Backend):
         }
 
     def close(self) -> None:
+        self._sync = None
         self.twin = None

@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from infragym import catalog, metrics
 from infragym.backends import Change, LayerSpec, make_backend
-from infragym.envs import arguments, clusters
+from infragym.envs import arguments, clusters, kernel
 from infragym.envs import scenarios as scenario_lib
 from infragym.envs.rewards import default_reward
 from infragym.errors import ConfigError
@@ -206,6 +206,10 @@ class SimpleK8sWebAppEnv(gym.Env):
     """The heater CPU limit knob's domain."""
     actuation = "immediate"
     """How the backend acts on a change (:data:`infragym.backends.base.Actuation`)."""
+    use_kernel = True
+    """Whether :meth:`step` runs in the compiled env kernel when it can
+    (:mod:`infragym.envs.kernel`; the same episodes bit for bit). ``False`` forces the
+    Python step, the reference."""
 
     @staticmethod
     def default_scenarios() -> tuple[str, ...]:
@@ -284,6 +288,7 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.scenario: str | None = None
         self.history: list[dict[str, float]] = []
         self.steps = 0  # steps since reset
+        self._kernel: Any = None  # the env kernel's binding (infragym.envs.kernel)
 
     def _layer_settings(
         self, overrides: Mapping[str, Mapping[str, Any]]
@@ -311,6 +316,7 @@ class SimpleK8sWebAppEnv(gym.Env):
     # ------------------------------------------------------------------ gym API
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        kernel.detach(self)
         super().reset(seed=seed)
         options = arguments.reset_options(options, ("scenario", "split"))
         limit = arguments.outer_time_limit(self)  # gym.make(..., max_episode_steps=N)'s N
@@ -341,6 +347,10 @@ class SimpleK8sWebAppEnv(gym.Env):
         return obs, info
 
     def step(self, action):
+        if self.use_kernel and self._kernel is not False:
+            out = kernel.step(self, action)
+            if out is not None:
+                return out
         layers = self._act(action)
         self.backend.advance(self.step_seconds)
         return self._after_advance(layers)
@@ -375,8 +385,18 @@ class SimpleK8sWebAppEnv(gym.Env):
         return None
 
     def close(self) -> None:
+        kernel.detach(self)
         self.backend.close()
         super().close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: without the env kernel (a copy attaches its own)."""
+        state = self.__dict__.copy()
+        if state.get("_kernel"):
+            state["_kernel"]()  # the twin up to date
+        state["_kernel"] = None
+        state.pop("_kernel_info", None)
+        return state
 
     # ------------------------------------------------------------------ helpers
 

@@ -26,6 +26,8 @@ use pyo3::{PyTraverseError, PyVisit};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+mod kernel;
+
 const INF: f64 = f64::INFINITY;
 /// The metrics `Core::advance` returns (`infragym.twin.fast.METRIC_NAMES`).
 const N_METRICS: usize = 16;
@@ -971,36 +973,10 @@ impl Core {
     /// Simulate `seconds` and return the step's metrics (`Twin.advance` without the
     /// autoscalers, which the core does not model).
     fn advance<'py>(&mut self, py: Python<'py>, seconds: f64) -> PyResult<Bound<'py, PyDict>> {
-        let t0 = self.t;
-        let t1 = t0 + seconds;
-        self.acc = Accumulator::default();
-        let mut a = t0;
-        while a < t1 {
-            if self.next_event <= a {
-                self.next_event = self.plan(a);
-            }
-            let b = py_min(self.next_event, t1);
-            self.serve(py, a, b)?;
-            self.cost_usd += self.current.hourly * (b - a) / 3600.0;
-            self.t = b;
-            a = b;
-        }
-        if self.next_event <= t1 {
-            self.next_event = self.plan(t1);
-        }
-        let sent = self.acc.sent;
-        if let Some(rng) = self.rng.as_mut() {
-            if sent > 0.0 {
-                let factor = rng.poisson(sent) / sent;
-                self.acc.scale(factor);
-            }
-        }
+        let values = self.advance_metrics(py, seconds)?;
         let metrics = PyDict::new(py);
-        for (name, value) in self.metric_names.iter().zip(self.metrics(seconds)) {
+        for (name, value) in self.metric_names.iter().zip(values) {
             metrics.set_item(name.bind(py), value)?;
-        }
-        if !self.hpas.is_empty() || self.pools.iter().any(|p| p.auto_scale.is_some()) {
-            self.autoscale(seconds);
         }
         Ok(metrics)
     }
@@ -1068,6 +1044,40 @@ impl Accumulator {
 }
 
 impl Core {
+    /// `Core::advance` without the dict: the step's metrics in `METRIC_NAMES`' order (the
+    /// env kernel reads them as an array).
+    fn advance_metrics(&mut self, py: Python<'_>, seconds: f64) -> PyResult<[f64; N_METRICS]> {
+        let t0 = self.t;
+        let t1 = t0 + seconds;
+        self.acc = Accumulator::default();
+        let mut a = t0;
+        while a < t1 {
+            if self.next_event <= a {
+                self.next_event = self.plan(a);
+            }
+            let b = py_min(self.next_event, t1);
+            self.serve(py, a, b)?;
+            self.cost_usd += self.current.hourly * (b - a) / 3600.0;
+            self.t = b;
+            a = b;
+        }
+        if self.next_event <= t1 {
+            self.next_event = self.plan(t1);
+        }
+        let sent = self.acc.sent;
+        if let Some(rng) = self.rng.as_mut() {
+            if sent > 0.0 {
+                let factor = rng.poisson(sent) / sent;
+                self.acc.scale(factor);
+            }
+        }
+        let metrics = self.metrics(seconds);
+        if !self.hpas.is_empty() || self.pools.iter().any(|p| p.auto_scale.is_some()) {
+            self.autoscale(seconds);
+        }
+        Ok(metrics)
+    }
+
     /// The step's metrics, in `Twin._metrics`' order.
     fn metrics(&self, seconds: f64) -> [f64; N_METRICS] {
         let acc = &self.acc;
@@ -1961,6 +1971,7 @@ fn advance_many<'py>(
 #[pymodule]
 fn _twin_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
+    m.add_class::<kernel::EnvBatch>()?;
     m.add_function(wrap_pyfunction!(advance_many, m)?)?;
     Ok(())
 }

@@ -1,0 +1,381 @@
+"""The env kernel: SimpleK8sWebApp steps run whole in the compiled core, one call a step.
+
+On the sim backend with the compiled twin (:class:`~infragym.twin.fast.FastTwin`) and
+the default reward, a step of SimpleK8sWebApp-v0 or -v1 is one call into
+``infragym._twin_core.EnvBatch`` (``native/src/kernel.rs``): the action's knob moves, the
+knob changes (v1's layer queue, or v0's immediate changes), the core's advance, the
+completions of layer updates, the observation and the reward. The Python step
+(:meth:`SimpleK8sWebAppEnv.step` on the backend) stays the reference, and what runs
+everywhere else (the pulumi backend, a custom reward, a graph the kernel does not take).
+
+What the kernel takes over:
+
+- :func:`attach` hands an env's state to a batch slot: the core of its twin, the knobs'
+  core ops (from the env's ``_knob_tables`` through ``FastTwin._core_op``), the layer
+  queue, the step count and the offered load so far. The single env attaches to a batch
+  of its own at its first step after a reset; the vector env attaches its envs to one
+  batch of N.
+- While attached, the env's own attributes (``steps``, ``history``, the knobs) are kept
+  by its step, but the twin's Python side (its inputs, layer queue, ``_updates``,
+  ``_log``) is not. The sim backend asks the kernel to bring it up to date before anyone
+  reads the twin (:meth:`Binding.sync`, through ``SimBackend.twin``): the episode's steps
+  since the hand-over are added to the twin's log and the twin is rebuilt by replaying
+  it, as a copy of a ``FastTwin`` is. Copies and pickles of envs and vector envs go
+  through that, so they run the same episodes as the original.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from infragym.envs.rewards import CostPenalty, ErrorPenalty, RewardSum, SloAttainment
+from infragym.twin import fast
+from infragym.twin.fast import METRIC_NAMES, FastTwin, ReferenceNeeded
+
+_NOT_APPLICABLE = False
+"""An env's ``_kernel`` when the kernel does not run it (until its next reset)."""
+
+
+class Binding:
+    """An env's slot in a kernel batch, and the sim backend's hook to bring the twin's
+    Python side up to date.
+
+    Args:
+        batch: The ``EnvBatch``.
+        index: The env's slot in it.
+        env: The env (unwrapped).
+    """
+
+    def __init__(self, batch: Any, index: int, env: Any) -> None:
+        self.batch = batch
+        self.index = index
+        self.env = env
+
+    def __call__(self) -> None:
+        """The sim backend's hook (``SimBackend.twin``): sync when steps are pending."""
+        if self.batch.pending(self.index):
+            self.sync()
+
+    def sync(self) -> None:
+        """Rebuild the twin from its log and the kernel's steps, then hand it over again."""
+        env = self.env
+        backend = env.backend
+        twin = backend._twin_obj
+        changes, rows = self.batch.record(self.index)
+        tables = env._knob_tables
+        by_step: dict[int, list[Any]] = {}
+        for step, (k, i) in changes:
+            by_step.setdefault(step, []).append(tables[k][3][i])
+        log = list(twin._log)
+        seconds = float(env.step_seconds)
+        asynchronous = backend.actuation == "async"
+        for step in range(len(rows)):
+            made = tuple(by_step.get(step, ()))
+            if made and asynchronous:
+                log.append(("request", made))
+            elif made:
+                log.extend(("set", (k.type, k.resource), k.path, v) for k, v in made)
+            log.append(seconds)
+        new = fast._replayed(twin._origin, log)
+        if not asynchronous:  # the backend's record of immediate changes (queue.made)
+            new.queue.requested.update(twin.queue.requested)
+            new.queue.applied.update(twin.queue.applied)
+            new.queue.made(tables[k][3][i] for _, (k, i) in changes)
+        backend._twin_obj = new
+        _hand_over(env, self.batch, self.index, new)
+
+
+def spec_args(env: Any) -> tuple[Any, ...] | None:
+    """The ``EnvBatch`` arguments of ``env``'s step (less the batch size), or ``None`` when
+    the kernel does not run it: not the sim backend, a custom reward, or an env the kernel
+    does not know."""
+    from infragym.backends.sim import SimBackend
+    from infragym.envs import simple_k8s_web_app as v0
+    from infragym.envs import simple_k8s_web_app_v1 as v1
+
+    if type(env) is v1.SimpleK8sWebAppV1Env:
+        is_v1 = True
+        metric_names = v1.OBSERVED_METRICS_V1
+    elif type(env) is v0.SimpleK8sWebAppEnv:
+        is_v1 = False
+        metric_names = v0.OBSERVED_METRICS
+    else:
+        return None
+    backend = env.backend
+    if type(backend) is not SimBackend or tuple(env.metric_names) != metric_names:
+        return None
+    if metric_names != METRIC_NAMES[: len(metric_names)]:
+        return None
+    if [n for n, _ in env._scales] != list(metric_names):
+        return None
+    reward = _reward_args(env.reward_fn, relative=is_v1)
+    if reward is None:
+        return None
+    layers = _knob_layers(env.knobs)
+    if layers is None:
+        return None
+    knobs = [
+        (layers.index(knob.layer), list(positions), _moves(env.codec, j))
+        for j, (knob, (_, _, positions, _)) in enumerate(
+            zip(env.knobs, env._knob_tables, strict=True)
+        )
+    ]
+    scales = [float(s) for _, s in env._scales]
+    busy = [layers.index(layer) for layer in v1.UPDATE_LAYERS] if is_v1 else []
+    if is_v1 and any(layer not in layers for layer in v1.UPDATE_LAYERS):
+        return None
+    return (
+        knobs,
+        len(layers),
+        backend.actuation == "async",
+        is_v1,
+        scales,
+        busy,
+        reward,
+        float(env.step_seconds),
+        float(v0.OBS_CLIP),
+        float(v1.RATE_SCALE),
+        v1.LOAD_HISTORY,
+        int(env.observation_space.shape[0]),
+    )
+
+
+def _knob_layers(knobs: Sequence[Any]) -> list[str] | None:
+    """The knobs' layers in order, or ``None`` unless each layer's knobs are adjacent (the
+    kernel reports the layers an action updated in this order: the Python step's order,
+    that of their first change, only then)."""
+    layers: list[str] = []
+    for knob in knobs:
+        if knob.layer not in layers:
+            layers.append(knob.layer)
+        elif layers[-1] != knob.layer:
+            return None
+    return layers
+
+
+def _moves(codec: Any, j: int) -> list[list[int]]:
+    """Knob ``j``'s move table (``ActionCodec._moves``) as dense lists."""
+    return [[moves[x] for x in range(len(moves))] for moves in codec._moves[j]]
+
+
+def _reward_args(fn: Any, relative: bool) -> tuple[Any, ...] | None:
+    """The kernel's reward arguments when ``fn`` is the env's default reward, else None."""
+    from infragym.envs.simple_k8s_web_app_v1 import RelativeCostPenalty
+
+    if type(fn) is not RewardSum or len(fn.terms) != 3:
+        return None
+    slo, errors, cost = fn.terms
+    cost_type = RelativeCostPenalty if relative else CostPenalty
+    if (
+        type(slo) is not SloAttainment
+        or type(errors) is not ErrorPenalty
+        or type(cost) is not cost_type
+        or slo.latency_metric not in METRIC_NAMES
+    ):
+        return None
+    numbers = (slo.target_s, slo.max_error_ratio, slo.reward, errors.weight, cost.weight)
+    if not all(type(x) in (int, float) for x in numbers):
+        return None
+    return (METRIC_NAMES.index(slo.latency_metric), *(float(x) for x in numbers), relative)
+
+
+def new_batch(env: Any, n: int) -> Any | None:
+    """An ``EnvBatch`` of ``n`` envs like ``env``, or ``None`` when the kernel does not run it."""
+    args = spec_args(env)
+    if args is None:
+        return None
+    module = fast.core_module()
+    if module is None or not hasattr(module, "EnvBatch"):
+        return None
+    return module.EnvBatch(n, *args)
+
+
+def attach(env: Any, batch: Any, index: int) -> bool:
+    """Hand ``env``'s state (just reset, or synced) to slot ``index`` of ``batch``.
+
+    Returns:
+        Whether the kernel runs the env now (its twin is compiled and its knobs' changes
+        are ones the core makes).
+    """
+    twin = env.backend._twin_obj
+    if type(twin) is not FastTwin or twin.autoscalers:
+        return False
+    try:
+        _hand_over(env, batch, index, twin)
+    except ReferenceNeeded:
+        return False
+    return True
+
+
+def _hand_over(env: Any, batch: Any, index: int, twin: FastTwin) -> None:
+    """Attach ``env`` with ``twin`` to slot ``index`` and hook the backend to it."""
+    tables = env._knob_tables
+    ops = [[twin._core_op(change) for change in table[3]] for table in tables]
+    layers = _knob_layers(env.knobs) or []
+    asynchronous = env.backend.actuation == "async"
+    layer_ids = [twin._layer_id(layer) if asynchronous else 0 for layer in layers]
+    position = {knob.name: j for j, knob in enumerate(env.knobs)}
+    queue = twin.queue
+
+    def index_of(name: str, value: Any) -> int:
+        return env.knobs[position[name]].index_of(value)
+
+    def changes(pairs: Any) -> list[tuple[int, int]]:
+        return [(position[name], index_of(name, value)) for name, value in pairs]
+
+    in_flight = []
+    queued = []
+    rank = {layer: r for r, layer in enumerate(queue.in_flight)}  # the order they started
+    for layer in layers:
+        update = queue.in_flight.get(layer)
+        in_flight.append(
+            None
+            if update is None
+            else (
+                rank[layer],
+                update.started_at,
+                changes((k.name, v) for k, v in update.changes),
+            )
+        )
+        queued.append(changes((n, c.value) for n, c in queue.queued.get(layer, {}).items()))
+    names = [knob.name for knob in env.knobs]
+    cost_reference = getattr(env, "cost_reference", math.nan)
+    batch.attach(
+        index,
+        twin._core,
+        ops,
+        layer_ids,
+        list(env._knob_index),
+        [index_of(n, queue.requested[n]) for n in names],
+        [index_of(n, queue.applied[n]) for n in names],
+        in_flight,
+        queued,
+        env.steps,
+        env.max_episode_steps,
+        [h["offered_rate"] for h in env.history],
+        cost_reference,
+        getattr(env, "_cost_scale", 1.0),
+    )
+    env._kernel = Binding(batch, index, env)
+    env._kernel_info = _InfoTables(env, layers, twin)
+    env.backend._sync = env._kernel
+
+
+def detach(env: Any) -> None:
+    """Let the kernel go of ``env`` (at its reset: what it did is discarded)."""
+    binding = env.__dict__.get("_kernel")
+    if binding:
+        binding.batch.detach(binding.index)
+    env._kernel = None
+    backend = env.backend
+    if getattr(backend, "_sync", None) is not None:
+        backend._sync = None
+
+
+class _InfoTables:
+    """What a kernel step's info is built from, precomputed per hand-over."""
+
+    def __init__(self, env: Any, layers: list[str], twin: FastTwin) -> None:
+        self.layers = layers
+        self.names = [knob.name for knob in env.knobs]
+        self.domains = [table[1] for table in env._knob_tables]
+        self.unmodelled = twin.unmodelled
+        self.layer_sets: dict[int, tuple[str, ...]] = {}
+        self.missing: dict[int, tuple[str, ...]] = {}
+        self.metric_names = tuple(env.metric_names)
+        self.v1 = hasattr(env, "cost_reference")
+
+    def layers_of(self, mask: int) -> tuple[str, ...]:
+        """The layers of a bit mask, in order (memoised: one tuple per mask)."""
+        out = self.layer_sets.get(mask)
+        if out is None:
+            out = self.layer_sets[mask] = tuple(
+                layer for b, layer in enumerate(self.layers) if mask >> b & 1
+            )
+        return out
+
+    def missing_of(self, mask: int) -> list[str]:
+        """The metric names of a NaN mask, as a fresh list."""
+        out = self.missing.get(mask)
+        if out is None:
+            out = self.missing[mask] = tuple(
+                n for b, n in enumerate(self.metric_names) if mask >> b & 1
+            )
+        return list(out)
+
+
+def step(env: Any, action: Any) -> tuple[Any, ...] | None:
+    """``env.step(action)`` through the kernel, or ``None`` when the kernel does not run
+    ``env`` (the caller takes the Python step)."""
+    binding = env._kernel
+    if binding is None:  # first step since reset
+        batch = new_batch(env, 1)
+        if batch is None or not attach(env, batch, 0):
+            env._kernel = _NOT_APPLICABLE
+            return None
+        binding = env._kernel
+    elif binding is _NOT_APPLICABLE:
+        return None
+    codec = env.codec
+    if (
+        isinstance(action, np.ndarray)
+        and action.shape == codec._shape
+        and action.dtype.kind in "iu"
+    ):
+        entries = action.tolist()
+    else:
+        entries = codec._entries(action)  # raises ActionError
+    obs = np.empty(env.observation_space.shape, dtype=np.float32)
+    try:
+        out = binding.batch.step_one(binding.index, entries, obs)
+    except (ValueError, OverflowError):
+        codec.decode_indices(action, env._knob_index)  # raises the ActionError
+        raise
+    reward, truncated, metrics, missing, knobs, applied, started, updates, t, cost = out
+    tables: _InfoTables = env._kernel_info
+    observed = dict(zip(tables.metric_names, metrics))
+    names, domains = tables.names, tables.domains
+    values = {n: d[i] for n, d, i in zip(names, domains, knobs)}  # noqa: B905
+    env._knob_index = knobs
+    env.knob_values = values
+    env._knob_obs = [p[i] for (_, _, p, _), i in zip(env._knob_tables, knobs)]  # noqa: B905
+    env.steps += 1
+    if tables.v1:
+        observed["cost_reference"] = env.cost_reference
+    env.history.append(observed)
+    if not reward - reward == 0.0:  # NaN or infinite: the reference raises, after the step
+        from infragym.envs import arguments
+
+        arguments.reward_value(env.reward_fn, observed)
+    info = {
+        "metrics": observed,
+        "missing": tables.missing_of(missing),
+        "knobs": values.copy(),
+        "layers_updated": tables.layers_of(started),
+        "unmodelled": tables.unmodelled,
+        "cost_usd": cost,
+        "time_s": t,
+        "updates": _updates(tables, updates),
+    }
+    if tables.v1:
+        info["knobs_running"] = {n: d[i] for n, d, i in zip(names, domains, applied)}  # noqa: B905
+        info["cost_reference"] = env.cost_reference
+    return obs, reward, False, truncated, info
+
+
+def _updates(tables: _InfoTables, updates: list[Any]) -> dict[str, dict[str, Any]]:
+    """``LayerQueue.state()`` from the kernel's queue."""
+    out: dict[str, dict[str, Any]] = {}
+    names, domains = tables.names, tables.domains
+    layers = tables.layers
+    for layer, started_at, flight, waiting in updates:
+        out[layers[layer]] = {
+            "in_flight": {names[k]: domains[k][i] for k, i in flight},
+            "started_at": started_at,
+            "queued": {names[k]: domains[k][i] for k, i in waiting},
+        }
+    return out
