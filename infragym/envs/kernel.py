@@ -337,7 +337,7 @@ def step(env: Any, action: Any) -> tuple[Any, ...] | None:
         raise
     reward, truncated, metrics, missing, knobs, applied, started, updates, t, cost = out
     tables: _InfoTables = env._kernel_info
-    observed = dict(zip(tables.metric_names, metrics))
+    observed = dict(zip(tables.metric_names, metrics, strict=False))  # v0: 13 of 16
     names, domains = tables.names, tables.domains
     values = {n: d[i] for n, d, i in zip(names, domains, knobs)}  # noqa: B905
     env._knob_index = knobs
@@ -347,7 +347,7 @@ def step(env: Any, action: Any) -> tuple[Any, ...] | None:
     if tables.v1:
         observed["cost_reference"] = env.cost_reference
     env.history.append(observed)
-    if not reward - reward == 0.0:  # NaN or infinite: the reference raises, after the step
+    if reward - reward != 0.0:  # NaN or infinite: the reference raises, after the step
         from infragym.envs import arguments
 
         arguments.reward_value(env.reward_fn, observed)
