@@ -379,3 +379,232 @@ def _updates(tables: _InfoTables, updates: list[Any]) -> dict[str, dict[str, Any
             "queued": {names[k]: domains[k][i] for k, i in waiting},
         }
     return out
+
+
+class KernelBatch:
+    """A vector env's envs in one ``EnvBatch``: one call into the core steps them all.
+
+    Args:
+        envs: The envs (unwrapped, of one id and arguments).
+
+    Attributes:
+        batch: The ``EnvBatch``, or ``None`` when the kernel does not run these envs.
+        attached: Per env, whether the batch steps it (else its own Python step does).
+    """
+
+    def __init__(self, envs: Sequence[Any]) -> None:
+        self.envs = list(envs)
+        n = len(self.envs)
+        self.batch = new_batch(self.envs[0], n)
+        self.attached = np.zeros(n, dtype=np.bool_)
+        first = self.envs[0]
+        k = len(first.knobs)
+        self.n_layers = len(_knob_layers(first.knobs) or [])
+        self._actions = np.zeros((n, k), dtype=np.int64)
+        self._obs = np.zeros((n, *first.observation_space.shape), dtype=np.float32)
+        self._rewards = np.zeros(n, dtype=np.float64)
+        self._truncated = np.zeros(n, dtype=np.uint8)
+        self._metrics = np.zeros((n, len(METRIC_NAMES)), dtype=np.float64)
+        self._info = np.zeros((n, 2), dtype=np.uint32)
+        self._knobs = np.zeros((n, 4, k), dtype=np.int64)
+        self._times = np.zeros((n, 2 + self.n_layers), dtype=np.float64)
+        # Each knob's domain as an array (object for strings: the info arrays' dtypes,
+        # those VectorEnv._add_info picks), for indexing by the knob indices of all envs.
+        self._domains = [_domain_array(table[1]) for table in first._knob_tables]
+        self._positions = [np.array(table[2], dtype=np.float64) for table in first._knob_tables]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: without the batch (attached again at the next step)."""
+        state = self.__dict__.copy()
+        state["batch"] = None
+        state["attached"] = np.zeros_like(self.attached)
+        return state
+
+    def attach(self, i: int) -> bool:
+        """Hand env ``i`` (just reset, or copied) to the batch; whether it runs there."""
+        env = self.envs[i]
+        if self.batch is None:
+            self.batch = new_batch(env, len(self.envs))
+        ok = (
+            self.batch is not None
+            and env.use_kernel
+            and spec_args(env) is not None
+            and attach(env, self.batch, i)
+        )
+        self.attached[i] = ok
+        return ok
+
+    def step(self, actions: np.ndarray, active: np.ndarray) -> dict[str, Any]:
+        """Step the attached envs where ``active``; their infos, batched.
+
+        Returns:
+            The batched infos of the stepped envs (``VectorEnv._add_info``'s form); their
+            observations, rewards and truncations are in :attr:`obs`, :attr:`rewards`
+            and :attr:`truncated` rows.
+
+        Raises:
+            ActionError: An action out of the action space (nothing stepped then).
+        """
+        stepping = active & self.attached
+        if not stepping.any():
+            return {}
+        np.copyto(self._actions, actions, casting="unsafe")
+        try:
+            self.batch.step(
+                self._actions,
+                stepping.view(np.uint8),
+                self._obs,
+                self._rewards,
+                self._truncated,
+                self._metrics,
+                self._info,
+                self._knobs,
+                self._times,
+            )
+        except ValueError:
+            for i in np.flatnonzero(stepping):  # the env's own decoding raises the error
+                self.envs[i].codec.decode_indices(actions[i], self.envs[i]._knob_index)
+            raise
+        return self._after(stepping)
+
+    def _after(self, stepping: np.ndarray) -> dict[str, Any]:
+        """Each stepped env's own state (steps, knobs, history), and the batched infos."""
+        rows = np.flatnonzero(stepping).tolist()
+        first = self.envs[rows[0]]
+        v1 = hasattr(first, "cost_reference")
+        names = tuple(first.metric_names)
+        k = len(first.knobs)
+        metrics = self._metrics.tolist()
+        requested = self._knobs[:, 0, :]
+        knob_rows = requested.tolist()
+        rewards = self._rewards
+        for i in rows:
+            env = self.envs[i]
+            observed = dict(zip(names, metrics[i], strict=False))
+            if v1:
+                observed["cost_reference"] = env.cost_reference
+            env.history.append(observed)
+            env.steps += 1
+            knobs = knob_rows[i]
+            env._knob_index = knobs
+            tables = env._kernel_info
+            env.knob_values = {n: d[j] for n, d, j in zip(tables.names, tables.domains, knobs)}  # noqa: B905
+            env._knob_obs = [p[j] for (_, _, p, _), j in zip(env._knob_tables, knobs)]  # noqa: B905
+            reward = rewards[i]
+            if reward - reward != 0.0:
+                from infragym.envs import arguments
+
+                arguments.reward_value(env.reward_fn, observed)
+        n = len(self.envs)
+        mask = stepping.copy()
+        tables = first._kernel_info
+        infos: dict[str, Any] = {}
+        infos["metrics"] = {
+            name: np.where(mask, self._metrics[:, j], 0.0) for j, name in enumerate(names)
+        }
+        infos["metrics"].update({f"_{name}": mask.copy() for name in names})
+        if v1:
+            cost_reference = np.zeros(n, dtype=np.float64)
+            for i in rows:
+                cost_reference[i] = self.envs[i].cost_reference
+            infos["metrics"]["cost_reference"] = cost_reference
+            infos["metrics"]["_cost_reference"] = mask.copy()
+        infos["_metrics"] = mask.copy()
+        missing = np.full(n, None, dtype=object)
+        layers = np.full(n, None, dtype=object)
+        for i in rows:
+            missing[i] = tables.missing_of(int(self._info[i, 0]))
+            layers[i] = tables.layers_of(int(self._info[i, 1]))
+        infos["missing"], infos["_missing"] = missing, mask.copy()
+        infos["knobs"], infos["_knobs"] = self._knob_info(tables, requested, mask), mask.copy()
+        infos["layers_updated"], infos["_layers_updated"] = layers, mask.copy()
+        unmodelled = np.full(n, None, dtype=object)
+        for i in rows:
+            unmodelled[i] = self.envs[i]._kernel_info.unmodelled
+        infos["unmodelled"], infos["_unmodelled"] = unmodelled, mask.copy()
+        infos["cost_usd"] = np.where(mask, self._times[:, 1], 0.0)
+        infos["_cost_usd"] = mask.copy()
+        infos["time_s"], infos["_time_s"] = np.where(mask, self._times[:, 0], 0.0), mask.copy()
+        infos["updates"], infos["_updates"] = self._updates_info(tables, mask, k), mask.copy()
+        if v1:
+            applied = self._knobs[:, 1, :]
+            infos["knobs_running"] = self._knob_info(tables, applied, mask)
+            infos["_knobs_running"] = mask.copy()
+            infos["cost_reference"] = cost_reference.copy()
+            infos["_cost_reference"] = mask.copy()
+        return infos
+
+    def _knob_info(self, tables: _InfoTables, indices: np.ndarray, mask: np.ndarray) -> dict:
+        """A knob values dict of every env, batched: values where ``mask``, else zero."""
+        out: dict[str, Any] = {}
+        for j, name in enumerate(tables.names):
+            out[name] = _masked(self._domains[j][indices[:, j]], mask)
+            out[f"_{name}"] = mask.copy()
+        return out
+
+    def _updates_info(self, tables: _InfoTables, mask: np.ndarray, k: int) -> dict:
+        """``LayerQueue.state()`` of every env, batched."""
+        out: dict[str, Any] = {}
+        flight = self._knobs[:, 2, :]
+        waiting = self._knobs[:, 3, :]
+        knob_layers = [
+            _knob_layers(self.envs[0].knobs).index(knob.layer) for knob in self.envs[0].knobs
+        ]
+        for layer_id, layer in enumerate(tables.layers):
+            started_at = self._times[:, 2 + layer_id]
+            busy = mask & ~np.isnan(started_at)
+            if not busy.any():
+                continue
+            entry: dict[str, Any] = {}
+            for key, table in (("in_flight", flight), ("queued", waiting)):
+                sub: dict[str, Any] = {}
+                for j in range(k):
+                    if knob_layers[j] != layer_id:
+                        continue
+                    has = busy & (table[:, j] >= 0)
+                    if has.any():
+                        values = self._domains[j][np.where(has, table[:, j], 0)]
+                        sub[tables.names[j]] = _masked(values, has)
+                        sub[f"_{tables.names[j]}"] = has
+                entry[key] = sub
+                entry[f"_{key}"] = busy.copy()
+                if key == "in_flight":
+                    entry["started_at"] = np.where(busy, started_at, 0.0)
+                    entry["_started_at"] = busy.copy()
+            out[layer] = entry
+            out[f"_{layer}"] = busy.copy()
+        return out
+
+    @property
+    def obs(self) -> np.ndarray:
+        """The last step's observations (a row per env; stepped envs only)."""
+        return self._obs
+
+    @property
+    def rewards(self) -> np.ndarray:
+        """The last step's rewards."""
+        return self._rewards
+
+    @property
+    def truncated(self) -> np.ndarray:
+        """The last step's truncations (uint8)."""
+        return self._truncated
+
+
+def _domain_array(values: Sequence[Any]) -> np.ndarray:
+    """A knob's domain as an array of the dtype ``VectorEnv._add_info`` gives its values."""
+    kind = type(values[0])
+    if kind in (int, float, bool) and all(type(v) is kind for v in values):
+        return np.array(values, dtype=kind)
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def _masked(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``values`` where ``mask``, else the zero (or ``None``) of their dtype."""
+    if values.dtype == object:
+        out = np.full(len(values), None, dtype=object)
+        out[mask] = values[mask]
+        return out
+    return np.where(mask, values, np.zeros((), dtype=values.dtype))

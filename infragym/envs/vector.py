@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
+from gymnasium.vector.utils import batch_space, create_empty_array
 
 from infragym.backends.sim import SimBackend
+from infragym.envs.kernel import KernelBatch
 from infragym.errors import ConfigError
 from infragym.twin.fast import advance_all
 
@@ -61,11 +62,11 @@ class SimpleK8sWebAppVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._observations = create_empty_array(self.single_observation_space, num_envs)
-        self._obs: list[Any] = [None] * num_envs
         self._rewards = np.zeros(num_envs, dtype=np.float64)
         self._terminations = np.zeros(num_envs, dtype=np.bool_)
         self._truncations = np.zeros(num_envs, dtype=np.bool_)
         self._autoreset = np.zeros(num_envs, dtype=np.bool_)
+        self._kernel = KernelBatch([e.unwrapped for e in self.envs])
 
     def reset(
         self,
@@ -86,45 +87,55 @@ class SimpleK8sWebAppVectorEnv(VectorEnv):
                 )
         infos: dict[str, Any] = {}
         for i, (env, one) in enumerate(zip(self.envs, seeds, strict=True)):
-            self._obs[i], info = env.reset(seed=one, options=options)
+            self._observations[i], info = env.reset(seed=one, options=options)
+            self._kernel.attach(i)
             infos = self._add_info(infos, info, i)
         self._terminations[:] = self._truncations[:] = self._autoreset[:] = False
         self._rewards[:] = 0.0
-        return self._batch(), infos
+        return self._observations.copy(), infos
 
     def step(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step every env; the envs that ended at the last step are reset instead."""
+        """Step every env; the envs that ended at the last step are reset instead.
+
+        The envs the kernel runs step in one call into the core
+        (:class:`~infragym.envs.kernel.KernelBatch`); the others take their own Python
+        step, their twins advanced in one call too.
+        """
         envs = self.envs
-        stepping: list[tuple[int, tuple[str, ...]]] = []
-        infos: dict[str, Any] = {}
-        reset_infos: list[tuple[int, dict[str, Any]]] = []
-        for i, action in enumerate(iterate(self.action_space, actions)):
+        kernel = self._kernel
+        actions = np.asarray(actions)
+        stepping = ~self._autoreset
+        for i in np.flatnonzero(stepping & ~kernel.attached):  # after a copy, say
+            kernel.attach(int(i))
+        infos = kernel.step(actions, stepping)
+        batched = stepping & kernel.attached
+        self._observations[batched] = kernel.obs[batched]
+        self._rewards[batched] = kernel.rewards[batched]
+        self._truncations[batched] = kernel.truncated[batched].view(np.bool_)
+        self._terminations[batched] = False
+        others: list[tuple[int, Any]] = []  # (env, layers updated) of the Python steps
+        reset_infos: dict[int, dict[str, Any]] = {}
+        for i in np.flatnonzero(~batched).tolist():
             if self._autoreset[i]:
-                self._obs[i], info = envs[i].reset()
+                self._observations[i], reset_infos[i] = envs[i].reset()
+                kernel.attach(i)
                 self._rewards[i] = 0.0
                 self._terminations[i] = self._truncations[i] = False
-                reset_infos.append((i, info))
             else:
-                stepping.append((i, envs[i]._act(action)))
-        self._advance([envs[i] for i, _ in stepping])
-        done = iter(reset_infos)
-        pending = next(done, None)
-        for i, layers in stepping:
-            while pending is not None and pending[0] < i:  # infos in env order
-                infos = self._add_info(infos, pending[1], pending[0])
-                pending = next(done, None)
+                others.append((i, envs[i]._act(actions[i])))
+        self._advance([envs[i] for i, _ in others])
+        for i, layers in others:
             obs, reward, terminated, truncated, info = envs[i]._after_advance(layers)
-            self._obs[i], self._rewards[i] = obs, reward
+            self._observations[i], self._rewards[i] = obs, reward
             self._terminations[i], self._truncations[i] = terminated, truncated
-            infos = self._add_info(infos, info, i)
-        while pending is not None:
-            infos = self._add_info(infos, pending[1], pending[0])
-            pending = next(done, None)
+            reset_infos[i] = info
+        for i in sorted(reset_infos):
+            infos = self._add_info(infos, reset_infos[i], i)
         self._autoreset = self._terminations | self._truncations
         return (
-            self._batch(),
+            self._observations.copy(),
             self._rewards.copy(),
             self._terminations.copy(),
             self._truncations.copy(),
@@ -141,12 +152,6 @@ class SimpleK8sWebAppVectorEnv(VectorEnv):
         else:
             for env in envs:
                 env.backend.advance(env.step_seconds)
-
-    def _batch(self) -> np.ndarray:
-        self._observations = concatenate(
-            self.single_observation_space, self._obs, self._observations
-        )
-        return self._observations.copy()
 
     def close_extras(self, **kwargs: Any) -> None:
         """Close every env (and its backend)."""

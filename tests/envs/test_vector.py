@@ -19,7 +19,6 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 import infragym  # noqa: F401  (registers the envs)
 from infragym.envs.vector import SimpleK8sWebAppVectorEnv
 from infragym.errors import ConfigError
-from infragym.twin import fast
 from infragym.twin.fast import FastTwin
 
 
@@ -47,6 +46,12 @@ def _run(envs, actions, seed):
     return out
 
 
+def _python_step(env):
+    """``env`` with its Python step forced (the reference: no env kernel)."""
+    env.unwrapped.use_kernel = False
+    return env
+
+
 @pytest.mark.parametrize("env_id", ["SimpleK8sWebApp-v1", "SimpleK8sWebApp-v0"])
 def test_the_vector_env_gives_n_separate_envs_episodes_bit_for_bit(env_id):
     n, steps, limit = 3, 45, 20  # past two episode ends (autoreset)
@@ -55,7 +60,9 @@ def test_the_vector_env_gives_n_separate_envs_episodes_bit_for_bit(env_id):
     )
     assert isinstance(vec.unwrapped, SimpleK8sWebAppVectorEnv)
     assert vec.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
-    reference = SyncVectorEnv([lambda: gym.make(env_id, max_episode_steps=limit) for _ in range(n)])
+    reference = SyncVectorEnv(
+        [lambda: _python_step(gym.make(env_id, max_episode_steps=limit)) for _ in range(n)]
+    )
     assert vec.observation_space == reference.observation_space
     assert vec.action_space == reference.action_space
     vec.action_space.seed(7)
@@ -65,22 +72,41 @@ def test_the_vector_env_gives_n_separate_envs_episodes_bit_for_bit(env_id):
     assert any(any(step[3]) for step in got[1:])  # episodes ended and were reset
 
 
-def test_one_call_into_the_core_advances_every_twin(monkeypatch):
+def test_the_python_steps_of_a_vector_env_give_the_same_episodes():
+    """With the env kernel off, the vector env steps each env in Python (its twins advanced
+    in one call): the same episodes again."""
+    n, limit = 3, 15
+    vec = gym.make_vec(
+        "SimpleK8sWebApp-v1", num_envs=n, vectorization_mode="vector_entry_point",
+        max_episode_steps=limit,
+    )  # fmt: skip
+    for env in vec.unwrapped.envs:
+        env.use_kernel = False
+    reference = SyncVectorEnv(
+        [lambda: gym.make("SimpleK8sWebApp-v1", max_episode_steps=limit) for _ in range(n)]
+    )
+    vec.action_space.seed(3)
+    actions = [vec.action_space.sample() for _ in range(35)]
+    assert _run(vec, actions, seed=11) == _run(reference, actions, seed=11)
+
+
+def test_one_call_into_the_core_steps_every_env():
     calls = []
-    module = fast.core_module()
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(module, name)
-
-        def advance_many(self, cores, seconds):
-            calls.append(len(cores))
-            return module.advance_many(cores, seconds)
-
     vec = gym.make_vec("SimpleK8sWebApp-v1", num_envs=4, vectorization_mode="vector_entry_point")
     vec.reset(seed=0)
     assert all(isinstance(e.backend.twin, FastTwin) for e in vec.unwrapped.envs)
-    monkeypatch.setattr(fast, "core_module", lambda: Spy())
+    kernel = vec.unwrapped._kernel
+    batch = kernel.batch
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(batch, name)
+
+        def step(self, actions, active, *buffers):
+            calls.append(int(active.sum()))
+            return batch.step(actions, active, *buffers)
+
+    kernel.batch = Spy()
     for _ in range(3):
         vec.step(vec.action_space.sample())
     assert calls == [4, 4, 4]  # no episode ends in three steps
