@@ -276,18 +276,28 @@ def detach(env: Any) -> None:
         backend._sync = None
 
 
+_MEMO_SIZE = 4096
+"""Entries a memo of :class:`_InfoTables` keeps before it starts over."""
+
+
 class _InfoTables:
-    """What a kernel step's info is built from, precomputed per hand-over."""
+    """What a kernel step's info is built from: per hand-over, the knobs' names and
+    domains, and memos of the dicts each kernel state gives (copied into each info, since
+    callers may keep and change what a step returns)."""
 
     def __init__(self, env: Any, layers: list[str], twin: FastTwin) -> None:
         self.layers = layers
         self.names = [knob.name for knob in env.knobs]
         self.domains = [table[1] for table in env._knob_tables]
+        self.positions = [table[2] for table in env._knob_tables]
         self.unmodelled = twin.unmodelled
-        self.layer_sets: dict[int, tuple[str, ...]] = {}
-        self.missing: dict[int, tuple[str, ...]] = {}
         self.metric_names = tuple(env.metric_names)
         self.v1 = hasattr(env, "cost_reference")
+        self.layer_sets: dict[int, tuple[str, ...]] = {}
+        self.missing: dict[int, tuple[str, ...]] = {}
+        self.knobs: dict[tuple[int, ...], tuple[list[int], dict[str, Any], list[float]]] = {}
+        self.values: dict[tuple[int, ...], dict[str, Any]] = {}
+        self.queues: dict[tuple[int, ...], list[tuple[str, dict, dict]]] = {}
 
     def layers_of(self, mask: int) -> tuple[str, ...]:
         """The layers of a bit mask, in order (memoised: one tuple per mask)."""
@@ -306,6 +316,62 @@ class _InfoTables:
                 n for b, n in enumerate(self.metric_names) if mask >> b & 1
             )
         return list(out)
+
+    def knobs_of(self, indices: tuple[int, ...]) -> tuple[list[int], dict[str, Any], list[float]]:
+        """(the indices as a list, the knob values, the knobs' observations) of ``indices``
+        (memoised: copy the dict before handing it out)."""
+        out = self.knobs.get(indices)
+        if out is None:
+            if len(self.knobs) >= _MEMO_SIZE:
+                self.knobs.clear()
+            out = self.knobs[indices] = (
+                list(indices),
+                self.values_of(indices),
+                [p[i] for p, i in zip(self.positions, indices, strict=True)],
+            )
+        return out
+
+    def values_of(self, indices: tuple[int, ...]) -> dict[str, Any]:
+        """The knob values of ``indices`` (memoised: copy before handing it out)."""
+        out = self.values.get(indices)
+        if out is None:
+            if len(self.values) >= _MEMO_SIZE:
+                self.values.clear()
+            out = self.values[indices] = {
+                n: d[i] for n, d, i in zip(self.names, self.domains, indices, strict=True)
+            }
+        return out
+
+    def updates_of(self, key: tuple[int, ...], starts: list[float]) -> dict[str, dict]:
+        """``LayerQueue.state()`` of the kernel's queue key (see ``EnvBatch.step_one``)."""
+        queue = self.queues.get(key)
+        if queue is None:
+            if len(self.queues) >= _MEMO_SIZE:
+                self.queues.clear()
+            queue = self.queues[key] = self._parse(key)
+        return {
+            layer: {"in_flight": flight.copy(), "started_at": started_at, "queued": waiting.copy()}
+            for (layer, flight, waiting), started_at in zip(queue, starts, strict=True)
+        }
+
+    def _parse(self, key: tuple[int, ...]) -> list[tuple[str, dict, dict]]:
+        """The (layer, in flight, queued) dicts of a queue key, in the order they started."""
+        names, domains = self.names, self.domains
+        out = []
+        at = 0
+        while at < len(key):
+            layer = self.layers[key[at]]
+            at += 1
+            parts = []
+            for _ in range(2):
+                n = key[at]
+                pairs = key[at + 1 : at + 1 + 2 * n]
+                parts.append(
+                    {names[k]: domains[k][i] for k, i in zip(pairs[::2], pairs[1::2], strict=True)}
+                )
+                at += 1 + 2 * n
+            out.append((layer, parts[0], parts[1]))
+        return out
 
 
 def step(env: Any, action: Any) -> tuple[Any, ...] | None:
@@ -335,14 +401,10 @@ def step(env: Any, action: Any) -> tuple[Any, ...] | None:
     except (ValueError, OverflowError):
         codec.decode_indices(action, env._knob_index)  # raises the ActionError
         raise
-    reward, truncated, metrics, missing, knobs, applied, started, updates, t, cost = out
+    reward, truncated, observed, missing, knobs, applied, started, queue, starts, t, cost = out
     tables: _InfoTables = env._kernel_info
-    observed = dict(zip(tables.metric_names, metrics, strict=False))  # v0: 13 of 16
-    names, domains = tables.names, tables.domains
-    values = {n: d[i] for n, d, i in zip(names, domains, knobs)}  # noqa: B905
-    env._knob_index = knobs
-    env.knob_values = values
-    env._knob_obs = [p[i] for (_, _, p, _), i in zip(env._knob_tables, knobs)]  # noqa: B905
+    env._knob_index, values, env._knob_obs = tables.knobs_of(knobs)
+    env.knob_values = values.copy()
     env.steps += 1
     if tables.v1:
         observed["cost_reference"] = env.cost_reference
@@ -359,26 +421,12 @@ def step(env: Any, action: Any) -> tuple[Any, ...] | None:
         "unmodelled": tables.unmodelled,
         "cost_usd": cost,
         "time_s": t,
-        "updates": _updates(tables, updates),
+        "updates": tables.updates_of(queue, starts),
     }
     if tables.v1:
-        info["knobs_running"] = {n: d[i] for n, d, i in zip(names, domains, applied)}  # noqa: B905
+        info["knobs_running"] = tables.values_of(applied).copy()
         info["cost_reference"] = env.cost_reference
     return obs, reward, False, truncated, info
-
-
-def _updates(tables: _InfoTables, updates: list[Any]) -> dict[str, dict[str, Any]]:
-    """``LayerQueue.state()`` from the kernel's queue."""
-    out: dict[str, dict[str, Any]] = {}
-    names, domains = tables.names, tables.domains
-    layers = tables.layers
-    for layer, started_at, flight, waiting in updates:
-        out[layers[layer]] = {
-            "in_flight": {names[k]: domains[k][i] for k, i in flight},
-            "started_at": started_at,
-            "queued": {names[k]: domains[k][i] for k, i in waiting},
-        }
-    return out
 
 
 class KernelBatch:

@@ -16,6 +16,7 @@ use crate::{py_max, py_min, Core, Op, OpState, INF, N_METRICS};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
 
 /// A knob's change: (knob, domain index).
 type KnobIndex = (usize, usize);
@@ -318,26 +319,31 @@ impl EnvBatch {
     }
 
     /// Step env `i` (a single env's step): write the observation into `obs` (float32,
-    /// the observation's length) and return (reward, truncated, metrics, NaN mask,
-    /// requested knob indices, applied knob indices, layers started (bit mask), the
-    /// updates in flight in the order they started (layer, started at, changes in
-    /// flight, changes queued), time, cost so far).
+    /// the observation's length) and return (reward, truncated, the metrics dict (v0: its
+    /// 13 observed metrics), NaN mask, requested knob indices, applied knob indices,
+    /// layers started (bit mask), the layer queue's key, the start of each update in
+    /// flight in the order they started, time, cost so far).
+    ///
+    /// The queue's key is a flat tuple: per update in flight, in the order they started,
+    /// its layer, its number of changes and their (knob, index) pairs, then the number of
+    /// changes waiting for it and their pairs. Python keeps the info dicts of each key.
     #[allow(clippy::type_complexity)]
-    fn step_one(
+    fn step_one<'py>(
         &mut self,
-        py: Python<'_>,
+        py: Python<'py>,
         i: usize,
         action: Vec<i64>,
         obs: PyBuffer<f32>,
     ) -> PyResult<(
         f64,
         bool,
-        [f64; N_METRICS],
+        Bound<'py, PyDict>,
         u32,
-        Vec<usize>,
-        Vec<usize>,
+        Bound<'py, PyTuple>,
+        Bound<'py, PyTuple>,
         u32,
-        Vec<(usize, f64, Vec<KnobIndex>, Vec<KnobIndex>)>,
+        Bound<'py, PyTuple>,
+        Vec<f64>,
         f64,
         f64,
     )> {
@@ -354,26 +360,43 @@ impl EnvBatch {
         let missing = observe(spec, env, &mut out);
         obs.copy_from_slice(py, &out)?;
         let core = env.core.bind(py).borrow();
+        let metrics = PyDict::new(py);
+        for (name, value) in core
+            .metric_names
+            .iter()
+            .zip(env.metrics)
+            .take(spec.scales.len())
+        {
+            metrics.set_item(name.bind(py), value)?;
+        }
         let mut flights: Vec<(u64, usize)> = (0..spec.n_layers)
             .filter_map(|l| env.in_flight[l].as_ref().map(|f| (f.serial, l)))
             .collect();
         flights.sort_unstable();
-        let updates = flights
-            .into_iter()
-            .map(|(_, l)| {
-                let f = env.in_flight[l].as_ref().expect("in flight");
-                (l, f.started_at, f.changes.clone(), env.queued[l].clone())
-            })
-            .collect();
+        let mut key: Vec<usize> = Vec::new();
+        let mut starts = Vec::with_capacity(flights.len());
+        for (_, l) in flights {
+            let f = env.in_flight[l].as_ref().expect("in flight");
+            starts.push(f.started_at);
+            key.push(l);
+            for changes in [&f.changes, &env.queued[l]] {
+                key.push(changes.len());
+                for &(j, idx) in changes.iter() {
+                    key.push(j);
+                    key.push(idx);
+                }
+            }
+        }
         Ok((
             env.reward,
             env.steps >= env.max_steps,
-            env.metrics,
+            metrics,
             missing,
-            env.knobs.clone(),
-            env.applied.clone(),
+            PyTuple::new(py, &env.knobs)?,
+            PyTuple::new(py, &env.applied)?,
             env.started,
-            updates,
+            PyTuple::new(py, key)?,
+            starts,
             core.t,
             core.cost_usd,
         ))
