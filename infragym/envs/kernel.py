@@ -213,8 +213,7 @@ def attach(env: Any, batch: Any, index: int) -> bool:
 
 def _hand_over(env: Any, batch: Any, index: int, twin: FastTwin) -> None:
     """Attach ``env`` with ``twin`` to slot ``index`` and hook the backend to it."""
-    tables = env._knob_tables
-    ops = [[twin._core_op(change) for change in table[3]] for table in tables]
+    ops = _ops(env, twin)
     layers = _knob_layers(env.knobs) or []
     asynchronous = env.backend.actuation == "async"
     layer_ids = [twin._layer_id(layer) if asynchronous else 0 for layer in layers]
@@ -261,8 +260,39 @@ def _hand_over(env: Any, batch: Any, index: int, twin: FastTwin) -> None:
         getattr(env, "_cost_scale", 1.0),
     )
     env._kernel = Binding(batch, index, env)
-    env._kernel_info = _InfoTables(env, layers, twin)
+    info = env.__dict__.get("_kernel_info")
+    if info is None or info.unmodelled != twin.unmodelled:
+        info = _InfoTables(env, layers, twin)
+    env._kernel_info = info  # kept across resets: its memos stay warm
     env.backend._sync = env._kernel
+
+
+_OPS_MEMO: dict[tuple[Any, ...], tuple[Any, list[list[tuple]]]] = {}
+"""Knob ops by the knobs' resource records (the same objects in the graphs of episodes
+that differ in their load only: the sim backend caches the graph per layer), and what the
+ops depend on besides (the core's indices of them); the records are kept with the ops, so
+that their ids stay theirs."""
+
+
+def _ops(env: Any, twin: FastTwin) -> list[list[tuple]]:
+    """Per knob, the core op of each domain index (``FastTwin._core_op``), memoised."""
+    records = [twin.records.get((k.type, k.resource)) for k in env.knobs]
+    key = (
+        type(twin).fast_paths,
+        *(
+            (id(r), k.path, twin._workload_index.get((k.type, k.resource)),
+             twin._pool_index.get((k.type, k.resource)), k.values)
+            for r, k in zip(records, env.knobs, strict=True)
+        ),
+    )  # fmt: skip
+    hit = _OPS_MEMO.get(key)
+    if hit is not None:
+        return hit[1]
+    ops = [[twin._core_op(change) for change in table[3]] for table in env._knob_tables]
+    if len(_OPS_MEMO) >= _MEMO_SIZE:
+        _OPS_MEMO.clear()
+    _OPS_MEMO[key] = (records, ops)
+    return ops
 
 
 def detach(env: Any) -> None:
