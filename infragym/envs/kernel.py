@@ -40,32 +40,76 @@ _NOT_APPLICABLE = False
 """An env's ``_kernel`` when the kernel does not run it (until its next reset)."""
 
 
+LAZY = ("steps", "history", "knob_values", "_knob_index", "_knob_obs")
+"""The env attributes a vector env's kernel batch keeps for the env while it steps it:
+stashed in the env's :class:`Binding`, and rebuilt from the kernel's record when read
+(``SimpleK8sWebAppEnv.__getattr__``)."""
+
+
 class Binding:
-    """An env's slot in a kernel batch, and the sim backend's hook to bring the twin's
-    Python side up to date.
+    """An env's slot in a kernel batch; the hooks that bring the env's own state and its
+    twin's Python side up to date.
 
     Args:
         batch: The ``EnvBatch``.
         index: The env's slot in it.
         env: The env (unwrapped).
+
+    Attributes:
+        kept: How many of the kernel's steps since the hand-over the env's own attributes
+            have (all of them, except while :meth:`stash` holds them).
+        stashed: The env's :data:`LAZY` attributes while the batch steps it, else None.
     """
 
     def __init__(self, batch: Any, index: int, env: Any) -> None:
         self.batch = batch
         self.index = index
         self.env = env
+        self.kept = 0
+        self.stashed: dict[str, Any] | None = None
 
     def __call__(self) -> None:
-        """The sim backend's hook (``SimBackend.twin``): sync when steps are pending."""
+        """Bring the env and its twin up to date (the sim backend's hook, ``SimBackend.twin``)."""
+        if self.stashed is not None:
+            self.restore()
         if self.batch.pending(self.index):
             self.sync()
+
+    def stash(self) -> None:
+        """Take the env's :data:`LAZY` attributes out while a batch steps it (no per-step
+        Python work for them); reading one brings them back (:meth:`restore`)."""
+        pop = self.env.__dict__.pop
+        self.stashed = {name: pop(name) for name in LAZY}
+
+    def restore(self) -> None:
+        """Put the env's :data:`LAZY` attributes back, with the kernel's steps since."""
+        env = self.env
+        env.__dict__.update(self.stashed or {})
+        self.stashed = None
+        _, rows, knobs = self.batch.record(self.index)
+        new = rows[self.kept :]
+        if not new:
+            return
+        names = tuple(env.metric_names)
+        v1 = hasattr(env, "cost_reference")
+        for row in new:
+            observed = dict(zip(names, row, strict=False))  # v0: 13 of the 16 metrics
+            if v1:
+                observed["cost_reference"] = env.cost_reference
+            env.history.append(observed)
+        env.steps += len(new)
+        self.kept = len(rows)
+        env._knob_index, values, env._knob_obs = env._kernel_info.knobs_of(tuple(knobs))
+        env.knob_values = values.copy()
 
     def sync(self) -> None:
         """Rebuild the twin from its log and the kernel's steps, then hand it over again."""
         env = self.env
+        if self.stashed is not None:
+            self.restore()
         backend = env.backend
         twin = backend._twin_obj
-        changes, rows = self.batch.record(self.index)
+        changes, rows, _ = self.batch.record(self.index)
         tables = env._knob_tables
         by_step: dict[int, list[Any]] = {}
         for step, (k, i) in changes:
@@ -416,6 +460,8 @@ def step(env: Any, action: Any) -> tuple[Any, ...] | None:
         binding = env._kernel
     elif binding is _NOT_APPLICABLE:
         return None
+    if binding.stashed is not None:  # stepped by a vector env's batch until now
+        binding.restore()
     codec = env.codec
     if (
         isinstance(action, np.ndarray)
@@ -436,6 +482,7 @@ def step(env: Any, action: Any) -> tuple[Any, ...] | None:
     env._knob_index, values, env._knob_obs = tables.knobs_of(knobs)
     env.knob_values = values.copy()
     env.steps += 1
+    binding.kept += 1
     if tables.v1:
         observed["cost_reference"] = env.cost_reference
     env.history.append(observed)
@@ -489,7 +536,8 @@ class KernelBatch:
         # Each knob's domain as an array (object for strings: the info arrays' dtypes,
         # those VectorEnv._add_info picks), for indexing by the knob indices of all envs.
         self._domains = [_domain_array(table[1]) for table in first._knob_tables]
-        self._positions = [np.array(table[2], dtype=np.float64) for table in first._knob_tables]
+        self._cost_references = np.zeros(n, dtype=np.float64)
+        self._unmodelled: list[Any] = [None] * n
 
     def __getstate__(self) -> dict[str, Any]:
         """For copy and pickle: without the batch (attached again at the next step)."""
@@ -510,6 +558,9 @@ class KernelBatch:
             and attach(env, self.batch, i)
         )
         self.attached[i] = ok
+        if ok:
+            self._cost_references[i] = getattr(env, "cost_reference", 0.0)
+            self._unmodelled[i] = env._kernel_info.unmodelled
         return ok
 
     def step(self, actions: np.ndarray, active: np.ndarray) -> dict[str, Any]:
@@ -546,69 +597,56 @@ class KernelBatch:
         return self._after(stepping)
 
     def _after(self, stepping: np.ndarray) -> dict[str, Any]:
-        """Each stepped env's own state (steps, knobs, history), and the batched infos."""
+        """The batched infos of the stepped envs; their own attributes are stashed
+        (:meth:`Binding.stash`: rebuilt from the kernel's record when read)."""
         rows = np.flatnonzero(stepping).tolist()
-        first = self.envs[rows[0]]
+        envs = self.envs
+        for i in rows:
+            env = envs[i]
+            if "history" in env.__dict__:
+                env._kernel.stash()
+        rewards = self._rewards
+        for i in np.flatnonzero(stepping & ~np.isfinite(rewards)).tolist():
+            from infragym.envs import arguments  # the reference raises, after the step
+
+            arguments.reward_value(envs[i].reward_fn, envs[i].history[-1])
+        first = envs[rows[0]]
         v1 = hasattr(first, "cost_reference")
         names = tuple(first.metric_names)
-        k = len(first.knobs)
-        metrics = self._metrics.tolist()
-        requested = self._knobs[:, 0, :]
-        knob_rows = requested.tolist()
-        rewards = self._rewards
-        for i in rows:
-            env = self.envs[i]
-            observed = dict(zip(names, metrics[i], strict=False))
-            if v1:
-                observed["cost_reference"] = env.cost_reference
-            env.history.append(observed)
-            env.steps += 1
-            knobs = knob_rows[i]
-            env._knob_index = knobs
-            tables = env._kernel_info
-            env.knob_values = {n: d[j] for n, d, j in zip(tables.names, tables.domains, knobs)}  # noqa: B905
-            env._knob_obs = [p[j] for (_, _, p, _), j in zip(env._knob_tables, knobs)]  # noqa: B905
-            reward = rewards[i]
-            if reward - reward != 0.0:
-                from infragym.envs import arguments
-
-                arguments.reward_value(env.reward_fn, observed)
-        n = len(self.envs)
         mask = stepping.copy()
         tables = first._kernel_info
         infos: dict[str, Any] = {}
-        infos["metrics"] = {
-            name: np.where(mask, self._metrics[:, j], 0.0) for j, name in enumerate(names)
-        }
-        infos["metrics"].update({f"_{name}": mask.copy() for name in names})
+        metrics = {name: np.where(mask, self._metrics[:, j], 0.0) for j, name in enumerate(names)}
+        metrics.update({f"_{name}": mask.copy() for name in names})
         if v1:
-            cost_reference = np.zeros(n, dtype=np.float64)
-            for i in rows:
-                cost_reference[i] = self.envs[i].cost_reference
-            infos["metrics"]["cost_reference"] = cost_reference
-            infos["metrics"]["_cost_reference"] = mask.copy()
-        infos["_metrics"] = mask.copy()
+            metrics["cost_reference"] = np.where(mask, self._cost_references, 0.0)
+            metrics["_cost_reference"] = mask.copy()
+        infos["metrics"], infos["_metrics"] = metrics, mask.copy()
+        n = len(envs)
         missing = np.full(n, None, dtype=object)
         layers = np.full(n, None, dtype=object)
+        unmodelled = np.full(n, None, dtype=object)
+        codes = self._info.tolist()
+        missing_of, layers_of = tables.missing_of, tables.layers_of
         for i in rows:
-            missing[i] = tables.missing_of(int(self._info[i, 0]))
-            layers[i] = tables.layers_of(int(self._info[i, 1]))
+            missing[i] = missing_of(codes[i][0])
+            layers[i] = layers_of(codes[i][1])
+            unmodelled[i] = self._unmodelled[i]
+        requested = self._knobs[:, 0, :]
         infos["missing"], infos["_missing"] = missing, mask.copy()
         infos["knobs"], infos["_knobs"] = self._knob_info(tables, requested, mask), mask.copy()
         infos["layers_updated"], infos["_layers_updated"] = layers, mask.copy()
-        unmodelled = np.full(n, None, dtype=object)
-        for i in rows:
-            unmodelled[i] = self.envs[i]._kernel_info.unmodelled
         infos["unmodelled"], infos["_unmodelled"] = unmodelled, mask.copy()
         infos["cost_usd"] = np.where(mask, self._times[:, 1], 0.0)
         infos["_cost_usd"] = mask.copy()
         infos["time_s"], infos["_time_s"] = np.where(mask, self._times[:, 0], 0.0), mask.copy()
+        k = len(first.knobs)
         infos["updates"], infos["_updates"] = self._updates_info(tables, mask, k), mask.copy()
         if v1:
             applied = self._knobs[:, 1, :]
             infos["knobs_running"] = self._knob_info(tables, applied, mask)
             infos["_knobs_running"] = mask.copy()
-            infos["cost_reference"] = cost_reference.copy()
+            infos["cost_reference"] = np.where(mask, self._cost_references, 0.0)
             infos["_cost_reference"] = mask.copy()
         return infos
 

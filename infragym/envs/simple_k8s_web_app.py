@@ -391,12 +391,22 @@ class SimpleK8sWebAppEnv(gym.Env):
 
     def __getstate__(self) -> dict[str, Any]:
         """For copy and pickle: without the env kernel (a copy attaches its own)."""
+        if self.__dict__.get("_kernel"):
+            self._kernel()  # the env and its twin up to date
         state = self.__dict__.copy()
-        if state.get("_kernel"):
-            state["_kernel"]()  # the twin up to date
         state["_kernel"] = None
         state.pop("_kernel_info", None)
         return state
+
+    def __getattr__(self, name: str) -> Any:
+        """An attribute a vector env's kernel batch keeps while it steps the env
+        (:data:`infragym.envs.kernel.LAZY`), brought up to date. Called only when the
+        attribute is not found otherwise."""
+        binding = self.__dict__.get("_kernel")
+        if binding and binding.stashed is not None and name in kernel.LAZY:
+            binding.restore()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------ helpers
 

@@ -523,11 +523,14 @@ impl EnvBatch {
     }
 
     /// What env `i` did since its hand-over, for the Python side to replay: each step's
-    /// changes (step, knob, index) and each step's metrics.
+    /// changes (step, knob, index), each step's metrics, and its knob indices now.
     #[allow(clippy::type_complexity)]
-    fn record(&self, i: usize) -> PyResult<(Vec<(u32, KnobIndex)>, Vec<[f64; N_METRICS]>)> {
+    fn record(
+        &self,
+        i: usize,
+    ) -> PyResult<(Vec<(u32, KnobIndex)>, Vec<[f64; N_METRICS]>, Vec<usize>)> {
         match self.envs.get(i) {
-            Some(Some(env)) => Ok((env.changes.clone(), env.rows.clone())),
+            Some(Some(env)) => Ok((env.changes.clone(), env.rows.clone(), env.knobs.clone())),
             _ => value_error("env not attached"),
         }
     }
