@@ -354,6 +354,15 @@ _MEMO_SIZE = 4096
 """Entries a memo of :class:`_InfoTables` keeps before it starts over."""
 
 
+def release(env: Any) -> None:
+    """Bring ``env`` and its twin up to date and let the kernel go of them (the Python
+    step carries on from there)."""
+    binding = env.__dict__.get("_kernel")
+    if binding:
+        binding()
+    detach(env)
+
+
 class _InfoTables:
     """What a kernel step's info is built from: per hand-over, the knobs' names and
     domains, and memos of the dicts each kernel state gives (copied into each info, since
@@ -452,7 +461,11 @@ def step(env: Any, action: Any) -> tuple[Any, ...] | None:
     """``env.step(action)`` through the kernel, or ``None`` when the kernel does not run
     ``env`` (the caller takes the Python step)."""
     binding = env._kernel
-    if binding is None:  # first step since reset
+    if not env.use_kernel:  # switched off: the Python step from here on
+        if binding:
+            release(env)
+        return None
+    if binding is None:  # first step since reset (or a copy's first step)
         batch = new_batch(env, 1)
         if batch is None or not attach(env, batch, 0):
             env._kernel = _NOT_APPLICABLE
@@ -537,7 +550,7 @@ class KernelBatch:
         # those VectorEnv._add_info picks), for indexing by the knob indices of all envs.
         self._domains = [_domain_array(table[1]) for table in first._knob_tables]
         self._cost_references = np.zeros(n, dtype=np.float64)
-        self._unmodelled: list[Any] = [None] * n
+        self._unmodelled = np.full(n, None, dtype=object)
 
     def __getstate__(self) -> dict[str, Any]:
         """For copy and pickle: without the batch (attached again at the next step)."""
@@ -622,16 +635,10 @@ class KernelBatch:
             metrics["cost_reference"] = np.where(mask, self._cost_references, 0.0)
             metrics["_cost_reference"] = mask.copy()
         infos["metrics"], infos["_metrics"] = metrics, mask.copy()
-        n = len(envs)
-        missing = np.full(n, None, dtype=object)
-        layers = np.full(n, None, dtype=object)
-        unmodelled = np.full(n, None, dtype=object)
-        codes = self._info.tolist()
-        missing_of, layers_of = tables.missing_of, tables.layers_of
-        for i in rows:
-            missing[i] = missing_of(codes[i][0])
-            layers[i] = layers_of(codes[i][1])
-            unmodelled[i] = self._unmodelled[i]
+        missing = _objects(self._info[:, 0], mask, tables.missing_of)
+        layers = _objects(self._info[:, 1], mask, tables.layers_of)
+        unmodelled = np.full(len(envs), None, dtype=object)
+        unmodelled[mask] = self._unmodelled[mask]
         requested = self._knobs[:, 0, :]
         infos["missing"], infos["_missing"] = missing, mask.copy()
         infos["knobs"], infos["_knobs"] = self._knob_info(tables, requested, mask), mask.copy()
@@ -714,6 +721,18 @@ def _domain_array(values: Sequence[Any]) -> np.ndarray:
         return np.array(values, dtype=kind)
     out = np.empty(len(values), dtype=object)
     out[:] = list(values)
+    return out
+
+
+def _objects(codes: np.ndarray, mask: np.ndarray, of: Any) -> np.ndarray:
+    """An object array of ``of(code)`` where ``mask``, else None (one object per distinct
+    code: the envs of one step that have the same list share it)."""
+    out = np.full(len(codes), None, dtype=object)
+    unique, inverse = np.unique(codes[mask], return_inverse=True)
+    objects = np.empty(len(unique), dtype=object)
+    for j, code in enumerate(unique.tolist()):
+        objects[j] = of(code)
+    out[mask] = objects[inverse]
     return out
 
 

@@ -347,7 +347,7 @@ class SimpleK8sWebAppEnv(gym.Env):
         return obs, info
 
     def step(self, action):
-        if self.use_kernel and self._kernel is not False:
+        if self.use_kernel or self._kernel:
             out = kernel.step(self, action)
             if out is not None:
                 return out

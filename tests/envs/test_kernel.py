@@ -203,3 +203,14 @@ def test_a_vector_env_copy_mid_episode_and_its_envs_state(how: str) -> None:
         runs.append([repr(one.step(action)) for action in actions])
         one.close()
     assert runs[0] == runs[1]
+
+
+def test_switching_the_kernel_off_and_on_mid_episode() -> None:
+    env, ref = _make(IDS[0], True), _make(IDS[0], False)
+    rng = np.random.default_rng(3)
+    for e in (env, ref):
+        e.reset(seed=1)
+    for step, action in enumerate(rng.integers(0, 3, (45, 4))):
+        env.unwrapped.use_kernel = step // 10 % 2 == 0  # on, off, on, ...
+        assert repr(env.step(action)) == repr(ref.step(action))
+    assert env.unwrapped.backend.twin._log == ref.unwrapped.backend.twin._log
