@@ -114,7 +114,10 @@ class SimBackend(Backend):
 
     @property
     def queue(self) -> LayerQueue:  # type: ignore[override]
-        """The twin's layer queue (the twin models when updates complete)."""
+        """The twin's layer queue (the twin models when updates complete); while an env
+        kernel steps the twin, a copy of the kernel's (read it, do not change it)."""
+        if self._sync is not None:
+            return self._sync.queue()
         return self._twin().queue
 
     def _twin(self) -> Twin:

@@ -35,6 +35,7 @@ import numpy as np
 from infragym.envs.rewards import CostPenalty, ErrorPenalty, RewardSum, SloAttainment
 from infragym.twin import fast
 from infragym.twin.fast import METRIC_NAMES, FastTwin, ReferenceNeeded
+from infragym.updates import LayerQueue, Update
 
 _NOT_APPLICABLE = False
 """An env's ``_kernel`` when the kernel does not run it (until its next reset)."""
@@ -74,6 +75,28 @@ class Binding:
             self.restore()
         if self.batch.pending(self.index):
             self.sync()
+
+    def queue(self) -> LayerQueue:
+        """The env's layer queue as the kernel has it (a copy: the sim backend's
+        ``queue`` while the kernel runs the env, without rebuilding the twin)."""
+        env = self.env
+        requested, applied, updates, waiting_order = self.batch.queue(self.index)
+        tables = env._knob_tables
+        layers = _knob_layers(env.knobs) or []
+        queue = LayerQueue()
+        queue.requested = {env.knobs[k].name: tables[k][1][i] for k, i in enumerate(requested)}
+        queue.applied = {env.knobs[k].name: tables[k][1][i] for k, i in enumerate(applied)}
+        waiting_of = {}
+        for layer, started_at, flight, waiting in updates:
+            name = layers[layer]
+            changes = tuple(tables[k][3][i] for k, i in flight)
+            queue.in_flight[name] = Update(name, changes, started_at)
+            waiting_of[layer] = waiting
+        for layer in waiting_order:
+            queue.queued[layers[layer]] = {
+                env.knobs[k].name: tables[k][3][i] for k, i in waiting_of[layer]
+            }
+        return queue
 
     def stash(self) -> None:
         """Take the env's :data:`LAZY` attributes out while a batch steps it (no per-step
@@ -273,6 +296,7 @@ def _hand_over(env: Any, batch: Any, index: int, twin: FastTwin) -> None:
     in_flight = []
     queued = []
     rank = {layer: r for r, layer in enumerate(queue.in_flight)}  # the order they started
+    waiting_rank = {layer: r for r, layer in enumerate(queue.queued)}
     for layer in layers:
         update = queue.in_flight.get(layer)
         in_flight.append(
@@ -284,7 +308,10 @@ def _hand_over(env: Any, batch: Any, index: int, twin: FastTwin) -> None:
                 changes((k.name, v) for k, v in update.changes),
             )
         )
-        queued.append(changes((n, c.value) for n, c in queue.queued.get(layer, {}).items()))
+        waiting = queue.queued.get(layer, {})
+        queued.append(
+            (waiting_rank.get(layer, 0), changes((n, c.value) for n, c in waiting.items()))
+        )
     names = [knob.name for knob in env.knobs]
     cost_reference = getattr(env, "cost_reference", math.nan)
     batch.attach(

@@ -88,6 +88,9 @@ struct EnvState {
     applied: Vec<usize>,
     in_flight: Vec<Option<InFlight>>,
     queued: Vec<Vec<KnobIndex>>,
+    /// Per layer, when its waiting changes last became non-empty (`LayerQueue.queued`'s
+    /// order of layers), in the same count as `InFlight::serial`.
+    queued_since: Vec<u64>,
     serials: u64,
     steps: i64,
     max_steps: i64,
@@ -213,7 +216,8 @@ impl EnvBatch {
     /// Hand env `i` over: its core, per knob the core op of each domain index
     /// (`FastTwin._core_op`'s tuples), the core's id of each kernel layer, its knob indices,
     /// its layer queue (requested and applied indices, per layer the update in flight (its
-    /// rank among those in flight, its start, its changes) and the changes waiting), its step count and limit, the offered load of its steps so
+    /// rank among those in flight, its start, its changes) and the changes waiting (with
+    /// the rank of the layer among those with changes waiting, plus the layers)), its step count and limit, the offered load of its steps so
     /// far, and its cost reference and cost scale (v1).
     #[pyo3(signature = (
         i, core, ops, layer_ids, knobs, requested, applied, in_flight, queued, steps, max_steps,
@@ -230,7 +234,7 @@ impl EnvBatch {
         requested: Vec<usize>,
         applied: Vec<usize>,
         in_flight: Vec<InFlightArgs>,
-        queued: Vec<Vec<KnobIndex>>,
+        queued: Vec<(u64, Vec<KnobIndex>)>,
         steps: i64,
         max_steps: i64,
         offered: Vec<f64>,
@@ -252,7 +256,9 @@ impl EnvBatch {
             || !fits(&applied)
             || in_flight.len() != l
             || queued.len() != l
-            || !queued.iter().all(|c| fits_changes(c))
+            || !queued
+                .iter()
+                .all(|(r, c)| *r < 2 * l as u64 && fits_changes(c))
             || !in_flight
                 .iter()
                 .flatten()
@@ -282,8 +288,9 @@ impl EnvBatch {
                     })
                 })
                 .collect(),
-            serials: l as u64,
-            queued,
+            serials: 2 * l as u64,
+            queued_since: queued.iter().map(|q| q.0).collect(),
+            queued: queued.into_iter().map(|q| q.1).collect(),
             steps,
             max_steps,
             offered,
@@ -522,6 +529,42 @@ impl EnvBatch {
         Ok(())
     }
 
+    /// Env `i`'s layer queue: requested and applied knob indices, the updates in flight
+    /// in the order they started (layer, started at, changes in flight, changes queued),
+    /// and the layers with changes queued in the order their queues began.
+    #[allow(clippy::type_complexity)]
+    fn queue(
+        &self,
+        i: usize,
+    ) -> PyResult<(
+        Vec<usize>,
+        Vec<usize>,
+        Vec<(usize, f64, Vec<KnobIndex>, Vec<KnobIndex>)>,
+        Vec<usize>,
+    )> {
+        let Some(Some(env)) = self.envs.get(i) else {
+            return value_error("env not attached");
+        };
+        let mut flights: Vec<(u64, usize)> = (0..self.spec.n_layers)
+            .filter_map(|l| env.in_flight[l].as_ref().map(|f| (f.serial, l)))
+            .collect();
+        flights.sort_unstable();
+        let updates = flights
+            .into_iter()
+            .map(|(_, l)| {
+                let f = env.in_flight[l].as_ref().expect("in flight");
+                (l, f.started_at, f.changes.clone(), env.queued[l].clone())
+            })
+            .collect();
+        let mut waiting: Vec<(u64, usize)> = (0..self.spec.n_layers)
+            .filter(|&l| !env.queued[l].is_empty())
+            .map(|l| (env.queued_since[l], l))
+            .collect();
+        waiting.sort_unstable();
+        let order = waiting.into_iter().map(|(_, l)| l).collect();
+        Ok((env.requested.clone(), env.applied.clone(), updates, order))
+    }
+
     /// What env `i` did since its hand-over, for the Python side to replay: each step's
     /// changes (step, knob, index), each step's metrics, and its knob indices now.
     #[allow(clippy::type_complexity)]
@@ -632,6 +675,7 @@ fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobInde
                 .find(|c| c.0 == j)
                 .map_or(env.applied[j], |c| c.1);
             let waiting = &mut env.queued[layer];
+            let was_empty = waiting.is_empty();
             let at = waiting.iter().position(|c| c.0 == j);
             if i == after {
                 if let Some(at) = at {
@@ -641,6 +685,10 @@ fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobInde
                 waiting[at].1 = i;
             } else {
                 waiting.push((j, i));
+            }
+            if was_empty && !waiting.is_empty() {
+                env.queued_since[layer] = env.serials;
+                env.serials += 1;
             }
             contains_or_push(&mut waiting_layers, layer);
         } else if let Some(entry) = starting.iter_mut().find(|s| s.0 == layer) {

@@ -135,12 +135,17 @@ def test_reading_the_twin_mid_episode_changes_nothing(env_id: str) -> None:
         assert repr(a) == repr(b)
         if i % 7 == 3:
             backends = env.unwrapped.backend, ref.unwrapped.backend
+            pending = backends[0]._sync.batch.pending(0)
+            queues = backends[0].queue, backends[1].queue  # the kernel's: no rebuild
+            assert backends[0]._sync.batch.pending(0) == pending > 0
+            for name in ("requested", "applied", "in_flight", "queued"):
+                assert repr(getattr(queues[0], name)) == repr(getattr(queues[1], name))
+            assert queues[0].state() == queues[1].state()
             assert [r.inputs for r in backends[0].resources()] == [
                 r.inputs for r in backends[1].resources()
             ]
+            assert backends[0]._sync.batch.pending(0) == 0  # the twin was rebuilt
             assert repr(backends[0].info()) == repr(backends[1].info())
-            assert backends[0].queue.state() == backends[1].queue.state()
-            assert backends[0].queue.applied == backends[1].queue.applied
             assert backends[0].twin._log == backends[1].twin._log
             assert env.render() == ref.render()
             assert isinstance(backends[0].twin, FastTwin)
