@@ -261,6 +261,18 @@ def new_batch(env: Any, n: int) -> Any | None:
     return module.EnvBatch(n, *args)
 
 
+def _own_batch(env: Any) -> Any | None:
+    """The single env's batch of one, kept across resets while what it was built from
+    (the reward, the step length, the actuation) stays the env's."""
+    key = (env.reward_fn, env.step_seconds, env.backend.actuation, env.max_episode_steps)
+    kept = env.__dict__.get("_kernel_batch")
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    batch = new_batch(env, 1)
+    env._kernel_batch = (key, batch)
+    return batch
+
+
 def attach(env: Any, batch: Any, index: int) -> bool:
     """Hand ``env``'s state (just reset, or synced) to slot ``index`` of ``batch``.
 
@@ -493,7 +505,7 @@ def step(env: Any, action: Any) -> tuple[Any, ...] | None:
             release(env)
         return None
     if binding is None:  # first step since reset (or a copy's first step)
-        batch = new_batch(env, 1)
+        batch = _own_batch(env)
         if batch is None or not attach(env, batch, 0):
             env._kernel = _NOT_APPLICABLE
             return None

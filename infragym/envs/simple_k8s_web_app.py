@@ -396,6 +396,7 @@ class SimpleK8sWebAppEnv(gym.Env):
         state = self.__dict__.copy()
         state["_kernel"] = None
         state.pop("_kernel_info", None)
+        state.pop("_kernel_batch", None)
         return state
 
     def __getattr__(self, name: str) -> Any:
