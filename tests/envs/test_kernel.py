@@ -22,6 +22,7 @@ from infragym.envs import kernel
 from infragym.envs.scenarios import names as scenario_names
 from infragym.errors import ActionError, ConfigError
 from infragym.twin.fast import FastTwin, core_module
+from infragym.twin.model import TwinParams
 
 pytestmark = pytest.mark.skipif(
     core_module() is None or not hasattr(core_module(), "EnvBatch"),
@@ -219,3 +220,34 @@ def test_switching_the_kernel_off_and_on_mid_episode() -> None:
         env.unwrapped.use_kernel = step // 10 % 2 == 0  # on, off, on, ...
         assert repr(env.step(action)) == repr(ref.step(action))
     assert env.unwrapped.backend.twin._log == ref.unwrapped.backend.twin._log
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"step_seconds": 15.0, "action_mode": "absolute"},
+        {"backend_options": {"twin_params": TwinParams(noise=False)}},
+        {"settings": {"k8s-heater": {"replicas": 2, "cpu_limit": "500m"}}, "cost_weight": 0.5},
+        {"node_sizes": ["s-2vcpu-4gb", "s-4vcpu-8gb"], "max_episode_steps": 25},
+    ],
+)
+def test_other_arguments_run_the_same_episodes(kwargs) -> None:
+    env_id = IDS[0]
+    env = _make(env_id, True, **kwargs)
+    env.action_space.seed(6)
+    actions = [env.action_space.sample() for _ in range(40)]
+    ref = _make(env_id, False, **kwargs)
+    for seed in (0, 1):
+        assert _episode(env, seed, actions) == _episode(ref, seed, actions)
+    assert isinstance(env.unwrapped._kernel, kernel.Binding)
+
+
+def test_graphs_the_kernel_does_not_take_run_the_python_step() -> None:
+    """An HPA on the heater: the core runs it, but the kernel leaves such twins alone."""
+    hpa = {"k8s-heater": {"hpa": {"min_replicas": 2, "max_replicas": 12}}}
+    env = _make(IDS[0], True, settings=hpa)
+    ref = _make(IDS[0], False, settings=hpa)
+    env.action_space.seed(2)
+    actions = [env.action_space.sample() for _ in range(15)]
+    assert _episode(env, 3, actions) == _episode(ref, 3, actions)
+    assert env.unwrapped._kernel is False
