@@ -1,17 +1,21 @@
-"""A vector env of SimpleK8sWebApp envs that advances all their twins in one call.
+"""A vector env of SimpleK8sWebApp envs stepped in one call into the compiled core.
 
 ``gym.make_vec("SimpleK8sWebApp-v1", num_envs=N, vectorization_mode="vector_entry_point")``
 builds :class:`SimpleK8sWebAppVectorEnv`. Its :meth:`~SimpleK8sWebAppVectorEnv.step`
-applies each env's action to its twin, then advances every compiled twin in one call
-into the core (:func:`infragym.twin.fast.advance_all`), then observes and rewards each
-env. The N envs are the N envs ``gym.make`` would give, with the same seeds: the same
-episodes bit for bit (``tests/envs/test_vector.py``).
+sends the actions of every env the env kernel runs (the sim backend on the compiled
+core, the default reward: :mod:`infragym.envs.kernel`) to the core in one call, which
+steps them all and writes their observations, rewards, truncations and info data into
+arrays; the infos are batched from those arrays. Envs the kernel does not run take their
+own Python step (their twins advanced in one call too: :func:`infragym.twin.fast.advance_all`).
+Resets (and ``NEXT_STEP`` autoresets) run per env in Python, which then hands the env to
+the kernel again. The N envs are the N envs ``gym.make`` would give, with the same seeds:
+the same episodes bit for bit (``tests/envs/test_vector.py``).
 
 Conventions: Gymnasium 1.x's ``NEXT_STEP`` autoreset (an env that ended is reset by the
 next ``step``, which returns its reset observation with reward 0 and ignores its action),
 ``reset(seed=s)`` seeds env ``i`` with ``s + i`` (a list gives one seed per env), and the
-infos are batched by :meth:`gymnasium.vector.VectorEnv._add_info` (a ``_key`` mask beside
-each key), as :class:`gymnasium.vector.SyncVectorEnv` does.
+infos in the form :meth:`gymnasium.vector.VectorEnv._add_info` gives them (a ``_key``
+mask beside each key), as :class:`gymnasium.vector.SyncVectorEnv` does.
 """
 
 from __future__ import annotations
