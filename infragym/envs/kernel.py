@@ -68,6 +68,7 @@ class Binding:
         self.env = env
         self.kept = 0
         self.stashed: dict[str, Any] | None = None
+        self.flags: np.ndarray | None = None  # a vector env's "attached" flags, if any
 
     def __call__(self) -> None:
         """Bring the env and its twin up to date (the sim backend's hook, ``SimBackend.twin``)."""
@@ -273,7 +274,7 @@ def _own_batch(env: Any) -> Any | None:
     return batch
 
 
-def attach(env: Any, batch: Any, index: int) -> bool:
+def attach(env: Any, batch: Any, index: int, flags: np.ndarray | None = None) -> bool:
     """Hand ``env``'s state (just reset, or synced) to slot ``index`` of ``batch``.
 
     Returns:
@@ -284,14 +285,17 @@ def attach(env: Any, batch: Any, index: int) -> bool:
     if type(twin) is not FastTwin or twin.autoscalers:
         return False
     try:
-        _hand_over(env, batch, index, twin)
+        _hand_over(env, batch, index, twin, flags)
     except ReferenceNeeded:
         return False
     return True
 
 
-def _hand_over(env: Any, batch: Any, index: int, twin: FastTwin) -> None:
-    """Attach ``env`` with ``twin`` to slot ``index`` and hook the backend to it."""
+def _hand_over(
+    env: Any, batch: Any, index: int, twin: FastTwin, flags: np.ndarray | None = None
+) -> None:
+    """Attach ``env`` with ``twin`` to slot ``index`` and hook the backend to it
+    (``flags``: the owner's "attached" flags, which :func:`detach` clears)."""
     ops = _ops(env, twin)
     layers = _knob_layers(env.knobs) or []
     asynchronous = env.backend.actuation == "async"
@@ -342,7 +346,9 @@ def _hand_over(env: Any, batch: Any, index: int, twin: FastTwin) -> None:
         cost_reference,
         getattr(env, "_cost_scale", 1.0),
     )
+    old = env.__dict__.get("_kernel")
     env._kernel = Binding(batch, index, env)
+    env._kernel.flags = old.flags if flags is None and old else flags
     info = env.__dict__.get("_kernel_info")
     if info is None or info.unmodelled != twin.unmodelled:
         info = _InfoTables(env, layers, twin)
@@ -383,6 +389,8 @@ def detach(env: Any) -> None:
     binding = env.__dict__.get("_kernel")
     if binding:
         binding.batch.detach(binding.index)
+        if binding.flags is not None:
+            binding.flags[binding.index] = False
     env._kernel = None
     backend = env.backend
     if getattr(backend, "_sync", None) is not None:
@@ -607,7 +615,7 @@ class KernelBatch:
             self.batch is not None
             and env.use_kernel
             and spec_args(env) is not None
-            and attach(env, self.batch, i)
+            and attach(env, self.batch, i, self.attached)
         )
         self.attached[i] = ok
         if ok:

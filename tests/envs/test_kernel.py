@@ -251,3 +251,17 @@ def test_graphs_the_kernel_does_not_take_run_the_python_step() -> None:
     actions = [env.action_space.sample() for _ in range(15)]
     assert _episode(env, 3, actions) == _episode(ref, 3, actions)
     assert env.unwrapped._kernel is False
+
+
+def test_a_vector_env_carries_on_after_one_of_its_envs_was_reset_directly() -> None:
+    vec = gym.make_vec("SimpleK8sWebApp-v1", num_envs=2, vectorization_mode="vector_entry_point")
+    vec.reset(seed=0)
+    vec.action_space.seed(0)
+    vec.step(vec.action_space.sample())
+    member = vec.unwrapped.envs[1]
+    member.reset(seed=9)
+    assert not vec.unwrapped._kernel.attached[1]
+    obs, *_ = vec.step(vec.action_space.sample())
+    assert vec.unwrapped._kernel.attached.all()
+    assert member.steps == 1 and obs.shape == (2, 35)
+    vec.close()
