@@ -193,9 +193,10 @@ def spec_args(env: Any) -> tuple[Any, ...] | None:
         )
     ]
     scales = [float(s) for _, s in env._scales]
-    busy = [layers.index(layer) for layer in v1.UPDATE_LAYERS] if is_v1 else []
-    if is_v1 and any(layer not in layers for layer in v1.UPDATE_LAYERS):
+    update_layers = tuple(getattr(env, "update_layers", v1.UPDATE_LAYERS)) if is_v1 else ()
+    if any(layer not in layers for layer in update_layers):
         return None
+    busy = [layers.index(layer) for layer in update_layers]
     return (
         knobs,
         len(layers),

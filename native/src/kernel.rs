@@ -820,7 +820,7 @@ fn observe(spec: &Spec, env: &EnvState, out: &mut [f32]) -> u32 {
         let len = env.offered.len();
         for back in 2..spec.load_history + 2 {
             let rate = env.offered[if back <= len { len - back } else { 0 }];
-            out[o] = py_min(py_max(rate / spec.rate_scale, 0.0), clip) as f32;
+            out[o] = py_min(py_max(0.0, rate / spec.rate_scale), clip) as f32; // NaN: 0
             o += 1;
         }
     }
