@@ -260,7 +260,14 @@ def new_batch(env: Any, n: int) -> Any | None:
     module = fast.core_module()
     if module is None or not hasattr(module, "EnvBatch"):
         return None
-    return module.EnvBatch(n, *args)
+    batch = module.EnvBatch(n, *args)
+    batch.set_tables(
+        [knob.name for knob in env.knobs],
+        [list(table[1]) for table in env._knob_tables],
+        _knob_layers(env.knobs),
+        list(env.metric_names),
+    )
+    return batch
 
 
 def _own_batch(env: Any) -> Any | None:
@@ -347,6 +354,7 @@ def _hand_over(
         cost_reference,
         getattr(env, "_cost_scale", 1.0),
     )
+    batch.set_unmodelled(index, twin.unmodelled)
     old = env.__dict__.get("_kernel")
     env._kernel = Binding(batch, index, env)
     env._kernel.flags = old.flags if flags is None and old else flags
@@ -428,7 +436,6 @@ class _InfoTables:
         self.missing: dict[int, tuple[str, ...]] = {}
         self.knobs: dict[tuple[int, ...], tuple[list[int], dict[str, Any], list[float]]] = {}
         self.values: dict[tuple[int, ...], dict[str, Any]] = {}
-        self.queues: dict[tuple[int, ...], list[tuple[str, dict, dict]]] = {}
 
     def layers_of(self, mask: int) -> tuple[str, ...]:
         """The layers of a bit mask, in order (memoised: one tuple per mask)."""
@@ -473,37 +480,6 @@ class _InfoTables:
             }
         return out
 
-    def updates_of(self, key: tuple[int, ...], starts: list[float]) -> dict[str, dict]:
-        """``LayerQueue.state()`` of the kernel's queue key (see ``EnvBatch.step_one``)."""
-        queue = self.queues.get(key)
-        if queue is None:
-            if len(self.queues) >= _MEMO_SIZE:
-                self.queues.clear()
-            queue = self.queues[key] = self._parse(key)
-        return {
-            layer: {"in_flight": flight.copy(), "started_at": started_at, "queued": waiting.copy()}
-            for (layer, flight, waiting), started_at in zip(queue, starts, strict=True)
-        }
-
-    def _parse(self, key: tuple[int, ...]) -> list[tuple[str, dict, dict]]:
-        """The (layer, in flight, queued) dicts of a queue key, in the order they started."""
-        names, domains = self.names, self.domains
-        out = []
-        at = 0
-        while at < len(key):
-            layer = self.layers[key[at]]
-            at += 1
-            parts = []
-            for _ in range(2):
-                n = key[at]
-                pairs = key[at + 1 : at + 1 + 2 * n]
-                parts.append(
-                    {names[k]: domains[k][i] for k, i in zip(pairs[::2], pairs[1::2], strict=True)}
-                )
-                at += 1 + 2 * n
-            out.append((layer, parts[0], parts[1]))
-        return out
-
 
 def step(env: Any, action: Any) -> tuple[Any, ...] | None:
     """``env.step(action)`` through the kernel, or ``None`` when the kernel does not run
@@ -534,36 +510,19 @@ def step(env: Any, action: Any) -> tuple[Any, ...] | None:
         entries = codec._entries(action)  # raises ActionError
     obs = np.empty(env.observation_space.shape, dtype=np.float32)
     try:
-        out = binding.batch.step_one(binding.index, entries, obs)
+        reward, truncated, info, knobs = binding.batch.step_one(binding.index, entries, obs)
     except (ValueError, OverflowError):
         codec.decode_indices(action, env._knob_index)  # raises the ActionError
         raise
-    reward, truncated, observed, missing, knobs, applied, started, queue, starts, t, cost = out
-    tables: _InfoTables = env._kernel_info
-    env._knob_index, values, env._knob_obs = tables.knobs_of(knobs)
-    env.knob_values = values.copy()
+    env._knob_index, _, env._knob_obs = env._kernel_info.knobs_of(knobs)
+    env.knob_values = info["knobs"].copy()
     env.steps += 1
     binding.kept += 1
-    if tables.v1:
-        observed["cost_reference"] = env.cost_reference
-    env.history.append(observed)
+    env.history.append(info["metrics"])
     if reward - reward != 0.0:  # NaN or infinite: the reference raises, after the step
         from infragym.envs import arguments
 
-        arguments.reward_value(env.reward_fn, observed)
-    info = {
-        "metrics": observed,
-        "missing": tables.missing_of(missing),
-        "knobs": values.copy(),
-        "layers_updated": tables.layers_of(started),
-        "unmodelled": tables.unmodelled,
-        "cost_usd": cost,
-        "time_s": t,
-        "updates": tables.updates_of(queue, starts),
-    }
-    if tables.v1:
-        info["knobs_running"] = tables.values_of(applied).copy()
-        info["cost_reference"] = env.cost_reference
+        arguments.reward_value(env.reward_fn, info["metrics"])
     return obs, reward, False, truncated, info
 
 

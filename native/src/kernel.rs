@@ -16,7 +16,7 @@ use crate::{py_max, py_min, Core, Op, OpState, INF, N_METRICS};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 /// A knob's change: (knob, domain index).
 type KnobIndex = (usize, usize);
@@ -104,6 +104,7 @@ struct EnvState {
     metrics: [f64; N_METRICS],
     started: u32,
     reward: f64,
+    unmodelled: Option<PyObject>,
 }
 
 /// Several envs of one id, stepped together by the kernel (one env: the single env's
@@ -112,6 +113,34 @@ struct EnvState {
 pub struct EnvBatch {
     spec: Spec,
     envs: Vec<Option<EnvState>>,
+    tables: Option<InfoTables>,
+}
+
+/// The keys of a step's info, and of its `updates` entries (interned once).
+const INFO_KEYS: [&str; 14] = [
+    "metrics",
+    "missing",
+    "knobs",
+    "layers_updated",
+    "unmodelled",
+    "cost_usd",
+    "time_s",
+    "updates",
+    "knobs_running",
+    "cost_reference",
+    "in_flight",
+    "started_at",
+    "queued",
+    "",
+];
+
+/// What a single env's info is built from (`EnvBatch::set_tables`).
+struct InfoTables {
+    knob_names: Vec<Py<PyString>>,
+    domains: Vec<Vec<PyObject>>,
+    layer_names: Vec<Py<PyString>>,
+    metric_names: Vec<Py<PyString>>,
+    keys: [Py<PyString>; 14],
 }
 
 type KnobArgs = (usize, Vec<f64>, Vec<Vec<usize>>);
@@ -210,6 +239,7 @@ impl EnvBatch {
                 obs_len,
             },
             envs: (0..n).map(|_| None).collect(),
+            tables: None,
         })
     }
 
@@ -301,6 +331,7 @@ impl EnvBatch {
             metrics: [f64::NAN; N_METRICS],
             started: 0,
             reward: 0.0,
+            unmodelled: None,
         });
         Ok(())
     }
@@ -325,36 +356,67 @@ impl EnvBatch {
         }
     }
 
+    /// The Python objects a single env's info is built from: the knobs' names and the
+    /// value of each domain index, the layers' names, the observed metrics' names (v0:
+    /// 13, v1: 16) and, per env, its unmodelled resources (`set_unmodelled`).
+    fn set_tables(
+        &mut self,
+        py: Python<'_>,
+        knob_names: Vec<Py<PyString>>,
+        domains: Vec<Vec<PyObject>>,
+        layer_names: Vec<Py<PyString>>,
+        metric_names: Vec<Py<PyString>>,
+    ) -> PyResult<()> {
+        let k = self.spec.knobs.len();
+        let fits = domains.len() == k
+            && domains
+                .iter()
+                .zip(&self.spec.knobs)
+                .all(|(d, s)| d.len() == s.positions.len());
+        if knob_names.len() != k
+            || !fits
+            || layer_names.len() != self.spec.n_layers
+            || metric_names.len() != self.spec.scales.len()
+        {
+            return value_error("the info tables do not fit the env");
+        }
+        let key = |s: &str| PyString::intern(py, s).unbind();
+        self.tables = Some(InfoTables {
+            knob_names,
+            domains,
+            layer_names,
+            metric_names,
+            keys: INFO_KEYS.map(key),
+        });
+        Ok(())
+    }
+
+    /// Env `i`'s unmodelled resources (`Twin.unmodelled`), for its infos.
+    fn set_unmodelled(&mut self, i: usize, unmodelled: PyObject) -> PyResult<()> {
+        match self.envs.get_mut(i) {
+            Some(Some(env)) => {
+                env.unmodelled = Some(unmodelled);
+                Ok(())
+            }
+            _ => value_error("env not attached"),
+        }
+    }
+
     /// Step env `i` (a single env's step): write the observation into `obs` (float32,
-    /// the observation's length) and return (reward, truncated, the metrics dict (v0: its
-    /// 13 observed metrics), NaN mask, requested knob indices, applied knob indices,
-    /// layers started (bit mask), the layer queue's key, the start of each update in
-    /// flight in the order they started, time, cost so far).
-    ///
-    /// The queue's key is a flat tuple: per update in flight, in the order they started,
-    /// its layer, its number of changes and their (knob, index) pairs, then the number of
-    /// changes waiting for it and their pairs. Python keeps the info dicts of each key.
-    #[allow(clippy::type_complexity)]
+    /// the observation's length) and return (reward, truncated, the step's info, the
+    /// requested knob indices). The info is the Python step's, key for key (`set_tables`
+    /// first).
     fn step_one<'py>(
         &mut self,
         py: Python<'py>,
         i: usize,
         action: Vec<i64>,
         obs: PyBuffer<f32>,
-    ) -> PyResult<(
-        f64,
-        bool,
-        Bound<'py, PyDict>,
-        u32,
-        Bound<'py, PyTuple>,
-        Bound<'py, PyTuple>,
-        u32,
-        Bound<'py, PyTuple>,
-        Vec<f64>,
-        f64,
-        f64,
-    )> {
+    ) -> PyResult<(f64, bool, Bound<'py, PyDict>, Bound<'py, PyTuple>)> {
         let spec = &self.spec;
+        let Some(tables) = &self.tables else {
+            return value_error("no info tables (set_tables)");
+        };
         let Some(Some(env)) = self.envs.get_mut(i) else {
             return value_error("env not attached");
         };
@@ -366,46 +428,12 @@ impl EnvBatch {
         let mut out = vec![0.0f32; spec.obs_len];
         let missing = observe(spec, env, &mut out);
         obs.copy_from_slice(py, &out)?;
-        let core = env.core.bind(py).borrow();
-        let metrics = PyDict::new(py);
-        for (name, value) in core
-            .metric_names
-            .iter()
-            .zip(env.metrics)
-            .take(spec.scales.len())
-        {
-            metrics.set_item(name.bind(py), value)?;
-        }
-        let mut flights: Vec<(u64, usize)> = (0..spec.n_layers)
-            .filter_map(|l| env.in_flight[l].as_ref().map(|f| (f.serial, l)))
-            .collect();
-        flights.sort_unstable();
-        let mut key: Vec<usize> = Vec::new();
-        let mut starts = Vec::with_capacity(flights.len());
-        for (_, l) in flights {
-            let f = env.in_flight[l].as_ref().expect("in flight");
-            starts.push(f.started_at);
-            key.push(l);
-            for changes in [&f.changes, &env.queued[l]] {
-                key.push(changes.len());
-                for &(j, idx) in changes.iter() {
-                    key.push(j);
-                    key.push(idx);
-                }
-            }
-        }
+        let info = info_dict(py, spec, tables, env, missing)?;
         Ok((
             env.reward,
             env.steps >= env.max_steps,
-            metrics,
-            missing,
+            info,
             PyTuple::new(py, &env.knobs)?,
-            PyTuple::new(py, &env.applied)?,
-            env.started,
-            PyTuple::new(py, key)?,
-            starts,
-            core.t,
-            core.cost_usd,
         ))
     }
 
@@ -852,4 +880,89 @@ fn reward(spec: &Spec, env: &EnvState) -> f64 {
         -r.cost_weight * m[COST]
     };
     total
+}
+
+/// A single env's info after a step: `SimpleK8sWebAppEnv._info`'s (and v1's) keys, in
+/// its order, with the layer queue's state as `LayerQueue.state()` gives it.
+fn info_dict<'py>(
+    py: Python<'py>,
+    spec: &Spec,
+    tables: &InfoTables,
+    env: &EnvState,
+    missing: u32,
+) -> PyResult<Bound<'py, PyDict>> {
+    let keys = &tables.keys;
+    let key = |n: usize| keys[n].bind(py);
+    let knobs_dict = |indices: &[usize]| -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (j, &idx) in indices.iter().enumerate() {
+            d.set_item(
+                tables.knob_names[j].bind(py),
+                tables.domains[j][idx].bind(py),
+            )?;
+        }
+        Ok(d)
+    };
+    let changes_dict = |changes: &[KnobIndex]| -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for &(j, idx) in changes {
+            d.set_item(
+                tables.knob_names[j].bind(py),
+                tables.domains[j][idx].bind(py),
+            )?;
+        }
+        Ok(d)
+    };
+    let metrics = PyDict::new(py);
+    for (name, &value) in tables.metric_names.iter().zip(&env.metrics) {
+        metrics.set_item(name.bind(py), value)?;
+    }
+    if spec.v1 {
+        metrics.set_item(key(9), env.cost_reference)?;
+    }
+    let names = tables
+        .metric_names
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| missing >> n & 1 == 1)
+        .map(|(_, name)| name.bind(py))
+        .collect::<Vec<_>>();
+    let layers = tables
+        .layer_names
+        .iter()
+        .enumerate()
+        .filter(|(l, _)| env.started >> l & 1 == 1)
+        .map(|(_, name)| name.bind(py))
+        .collect::<Vec<_>>();
+    let mut flights: Vec<(u64, usize)> = (0..spec.n_layers)
+        .filter_map(|l| env.in_flight[l].as_ref().map(|f| (f.serial, l)))
+        .collect();
+    flights.sort_unstable();
+    let updates = PyDict::new(py);
+    for (_, l) in flights {
+        let f = env.in_flight[l].as_ref().expect("in flight");
+        let state = PyDict::new(py);
+        state.set_item(key(10), changes_dict(&f.changes)?)?;
+        state.set_item(key(11), f.started_at)?;
+        state.set_item(key(12), changes_dict(&env.queued[l])?)?;
+        updates.set_item(tables.layer_names[l].bind(py), state)?;
+    }
+    let core = env.core.bind(py).borrow();
+    let info = PyDict::new(py);
+    info.set_item(key(0), metrics)?;
+    info.set_item(key(1), PyList::new(py, names)?)?;
+    info.set_item(key(2), knobs_dict(&env.knobs)?)?;
+    info.set_item(key(3), PyTuple::new(py, layers)?)?;
+    match &env.unmodelled {
+        Some(u) => info.set_item(key(4), u.bind(py))?,
+        None => info.set_item(key(4), PyTuple::empty(py))?,
+    }
+    info.set_item(key(5), core.cost_usd)?;
+    info.set_item(key(6), core.t)?;
+    info.set_item(key(7), updates)?;
+    if spec.v1 {
+        info.set_item(key(8), knobs_dict(&env.applied)?)?;
+        info.set_item(key(9), env.cost_reference)?;
+    }
+    Ok(info)
 }
