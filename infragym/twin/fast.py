@@ -27,18 +27,20 @@ on there.
 
 from __future__ import annotations
 
+import copy
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from infragym.apps.workload import Schedule, Trace
 from infragym.catalog import Size, unknown_choice
 from infragym.errors import ConfigError
 from infragym.graph import Change, ResourceRecord
+from infragym.knobs import set_path
 from infragym.twin import builder
-from infragym.twin.cost import NODE_POOL
-from infragym.twin.model import Node, PodView, TwinParams
-from infragym.twin.twin import _EXP_QUANTILES, CPU_LIMIT_PATH, Twin, _Accumulator
+from infragym.twin.cost import CLUSTER, NODE_POOL, hourly_cost, resource_hourly_cost
+from infragym.twin.model import Autoscaler, Node, NodePool, PodView, TwinParams, Workload
+from infragym.twin.twin import _EXP_QUANTILES, CPU_LIMIT_PATH, Twin
 from infragym.updates import LayerQueue, Update
 
 ENGINES = ("auto", "python", "native")
@@ -214,26 +216,18 @@ class FastTwin(Twin):
             self.params.deployment_await_s,
         )
         self._workload_keys = list(self.workloads)
+        self._templates: list[tuple] = []
+        core.set_templates([self._template_id(w) for w in self.workloads.values()])
+        self._hpa_ids: dict[tuple[str, str], int] = {}
         if self.autoscalers:
-            hpas = [
-                (
-                    self._workload_index[h.target.key],
-                    h.min_replicas,
-                    h.max_replicas,
-                    h.target_utilisation,
-                    h.scale_down_window_s,
-                    list(h.history),
-                )
-                for h in self.autoscalers.values()
-            ]
-            core.set_autoscalers(hpas, self.params.hpa_tolerance)
+            core.set_autoscalers(self._hpa_specs(self.autoscalers), self.params.hpa_tolerance)
         if self.database is not None:
             queries = [
                 i
                 for i, w in enumerate(self.workloads.values())
                 if w.role == "heater" and w.work is not None and w.uses_database
             ]
-            core.set_database(queries, self._db_serve)
+            core.set_database(queries, self.database.cores, self.params.db_query_ms)
         scaled = [
             (p, pool.min_nodes, pool.max_nodes) for p, pool in enumerate(pools) if pool.auto_scale
         ]
@@ -244,22 +238,130 @@ class FastTwin(Twin):
             )
         return core
 
-    def _db_serve(
+    def _template_id(self, w: Workload) -> int:
+        """An id of what makes ``w``'s pod template besides its requests and limit (its
+        node selector, work and schedule): the core compares ids to tell a rolling update
+        from a scale, as :meth:`Twin._update_workload` compares templates."""
+        template = (tuple(sorted(w.node_selector.items())), w.work, w.schedule)
+        for i, known in enumerate(self._templates):
+            if known == template:
+                return i
+        self._templates.append(template)
+        return len(self._templates) - 1
+
+    def _hpa_specs(self, autoscalers: Mapping[tuple[str, str], Autoscaler]) -> list[tuple]:
+        """The HPAs as the core takes them: (key id, workload, min, max, target, window)."""
+        specs = []
+        for key, h in autoscalers.items():
+            hid = self._hpa_ids.setdefault(key, len(self._hpa_ids))
+            specs.append(
+                (
+                    hid,
+                    self._workload_index[h.target.key],
+                    h.min_replicas,
+                    h.max_replicas,
+                    h.target_utilisation,
+                    h.scale_down_window_s,
+                )
+            )
+        return specs
+
+    def _workload_spec(self, w: Workload, replicas: int | None) -> tuple:
+        """A workload re-read, as the core's workload op takes it (``replicas`` ``None``:
+        the core keeps its count)."""
+        work = w.work
+        pools = list(self.pools.values())
+        return (
+            _ROLES[w.role],
+            replicas,
+            w.cpu_request,
+            w.memory_request,
+            w.cpu_limit,
+            w.workers,
+            None if work is None else (work.scv, work.timeout_s, work.mean_ms / 1000.0),
+            None if w.schedule is None else _schedule_spec(w.schedule),
+            w.role == "heater" and work is not None and w.uses_database
+            and self.database is not None,
+            [all(pool.labels.get(k) == v for k, v in w.node_selector.items()) for pool in pools],
+            self._template_id(w),
+        )  # fmt: skip
+
+    def _property_ops(
         self,
-        groups: list[tuple],
-        ready: bool,
-        lam_pod: float,
-        dt: float,
-        sums: tuple[float, ...],
-    ) -> tuple[float, ...]:
-        """:meth:`Twin._serve_with_database` for the core: the pods that query the
-        database, served onto the core's sums so far (answered, failed, served, busy CPU,
-        p50, p95, p99), which it returns (the core calls it for each piece of a step)."""
-        acc = _Accumulator()
-        acc.answered, acc.failed, acc.served, acc.busy_cpu, acc.p50, acc.p95, acc.p99 = sums
-        self._current.database_ready = ready
-        self._serve_with_database(groups, lam_pod, dt, acc)
-        return (acc.answered, acc.failed, acc.served, acc.busy_cpu, acc.p50, acc.p95, acc.p99)
+        key: tuple[str, str],
+        records: Mapping[tuple[str, str], ResourceRecord],
+        replicas_known: bool,
+    ) -> tuple[list[tuple], Callable[[], None]]:
+        """The core's ops for a resource re-read from ``records`` (the general path,
+        :meth:`Twin._apply_property`), and what records the re-read objects on this side.
+
+        Args:
+            replicas_known: Whether a Deployment's replica count in ``records`` is the one
+                to scale to (a change made now), or the core's count stands (a change
+                translated now and made when a queued update starts).
+        """
+        type_token = key[0]
+        inputs = records[key].inputs
+        ops: list[tuple] = []
+        commits: list[Callable[[], None]] = []
+        if type_token in (CLUSTER, NODE_POOL):
+            build = (
+                builder.pool_from_cluster if type_token == CLUSTER else builder.pool_from_node_pool
+            )
+            new_pool = build(key, inputs)
+            if new_pool is not None:
+                bounds = (new_pool.min_nodes, new_pool.max_nodes) if new_pool.auto_scale else None
+                size = self._size_tuple(new_pool.size)
+                ops.append((5, self._pool_index[key], (new_pool.count, size, bounds)))
+
+                def pool_commit(new: NodePool = new_pool) -> None:
+                    pool = self.pools[key]
+                    pool.auto_scale, pool.min_nodes = new.auto_scale, new.min_nodes
+                    pool.max_nodes, pool.count, pool.size = new.max_nodes, new.count, new.size
+
+                commits.append(pool_commit)
+        elif type_token == builder.DEPLOYMENT:
+            new = builder.workload_from_deployment(key, inputs)
+            replicas = new.replicas if replicas_known else None
+            ops.append((4, self._workload_index[key], self._workload_spec(new, replicas)))
+            commits.append(lambda: self.workloads.__setitem__(key, new))
+        elif type_token == builder.HPA:
+            by_name = {w.name: w for w in self.workloads.values()}
+            autoscalers = {}
+            for k, r in records.items():
+                if r.type == builder.HPA:
+                    hpa = builder.autoscaler_from_hpa(
+                        k, r.inputs, by_name, self.params.hpa_scale_down_window_s
+                    )
+                    if hpa is not None:
+                        autoscalers[k] = hpa
+            ops.append((6, 0, self._hpa_specs(autoscalers)))
+            commits.append(lambda: setattr(self, "autoscalers", autoscalers))
+        elif self.database is not None and key == self.database.key:
+            found = builder.database_from_release(key, inputs)
+            if found is not None:
+                database, pod = found
+                ops.append((8, 0, database.cores))
+                ops.append((4, self._workload_index[key], self._workload_spec(pod, 1)))
+
+                def database_commit() -> None:
+                    self.database = database
+                    self.workloads[key] = pod
+
+                commits.append(database_commit)
+        if (
+            type_token != NODE_POOL
+            and resource_hourly_cost(records[key], include_nodes=False) is not None
+        ):
+            static = hourly_cost(records.values(), include_nodes=False)
+            ops.append((7, 0, static))
+            commits.append(lambda: setattr(self, "_static_hourly", static))
+
+        def commit() -> None:
+            for one in commits:
+                one()
+
+        return ops, commit
 
     def _size_tuple(self, size: Size) -> tuple[int, float, float, float]:
         """(id, allocatable CPU, allocatable GiB, $/h): what the core knows of a size."""
@@ -309,8 +411,9 @@ class FastTwin(Twin):
     def _set_pool_property(
         self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
     ) -> None:
-        if self.pools[key].auto_scale:  # the Python twin re-reads the pool (its bounds)
-            raise ReferenceNeeded(f"{key[0]} {key[1]!r} {path} (an autoscaling pool)")
+        if self.pools[key].auto_scale:  # the autoscaler's bounds too: the general path
+            self._apply_property(key, record, path, value)
+            return
         if path == "nodeCount":
             self._core.set_pool_count(self._pool_index[key], int(value))
         else:
@@ -362,7 +465,13 @@ class FastTwin(Twin):
     def _apply_property(
         self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
     ) -> None:
-        raise ReferenceNeeded(f"{key[0]} {key[1]!r} {path}")
+        """Re-read a changed resource and bring the core's world to it (the general path)."""
+        ops, commit = self._property_ops(key, self.records, replicas_known=True)
+        for op in ops:
+            self._core.apply_op(op)
+        commit()
+        if self._logging:
+            self._log.append(("set", key, path, value))
 
     # ----------------------------------------------------------------- time
 
@@ -402,7 +511,7 @@ class FastTwin(Twin):
         updates = self._updates
         for change in changes:
             if change.knob.layer in updates:
-                self._core_op(change)  # a change that will wait: can the core make it?
+                self._queued_ops([change])  # a change that will wait: is its value sound?
         self._logging = False
         try:
             started, queued = super().request(changes)
@@ -412,7 +521,7 @@ class FastTwin(Twin):
         waiting = self.queue.queued
         for layer in queued:
             entry = waiting.get(layer)
-            ops = [self._core_op(c) for c in entry.values()] if entry else None
+            ops = self._queued_ops(list(entry.values())) if entry else None
             self._core.set_queued(self._layer_id(layer), ops)
         return started, queued
 
@@ -433,12 +542,53 @@ class FastTwin(Twin):
             self._layer_names.append(layer)
         return lid
 
+    def _queued_ops(self, changes: Sequence[Change]) -> list[tuple]:
+        """The core's ops for a queued update's changes, made in order when it starts.
+
+        The common knobs translate on their own (:meth:`_core_op`). Any other change is a
+        re-read of its resource (:meth:`_property_ops`) from a scratch copy of its inputs
+        with the update's changes so far written in, since the twin's inputs get them only
+        when the update starts.
+
+        Raises:
+            ConfigError: A change the twin cannot model (no such property, a bad value).
+        """
+        ops: list[tuple] = []
+        scratch: dict[tuple[str, str], ResourceRecord] = {}
+        for i, change in enumerate(changes):
+            knob, value = change
+            key = (knob.type, knob.resource)
+            if key not in scratch:
+                try:
+                    ops.append(self._core_op(change))
+                    continue
+                except ReferenceNeeded:  # not a common knob: re-read the resource
+                    base = self._record(*key)
+                    record = ResourceRecord(
+                        base.layer, base.type, base.name, copy.deepcopy(base.inputs)
+                    )
+                    scratch[key] = record
+                    for earlier_knob, earlier_value in changes[:i]:
+                        if (earlier_knob.type, earlier_knob.resource) == key:
+                            _write(record, earlier_knob.path, earlier_value)
+            record = scratch[key]
+            _write(record, knob.path, value)
+            if knob.type == builder.DEPLOYMENT and knob.path == "spec.replicas":
+                ops.append((0, self._workload_index[key], _integer(value), None, _NO_SIZE))
+            elif knob.type == builder.DEPLOYMENT and knob.path == CPU_LIMIT_PATH:
+                limit = builder.deployment_cpu_limit(record.inputs)
+                ops.append((1, self._workload_index[key], 0, limit, _NO_SIZE))
+            else:
+                ops += self._property_ops(key, {**self.records, **scratch}, False)[0]
+        return ops
+
     def _core_op(self, change: Change) -> tuple[int, int, int, float | None, tuple]:
         """A knob change as the core makes it: (kind, index, count, limit, size).
 
         Raises:
-            ReferenceNeeded: The core does not model it (or cannot read its value: the
-                Python twin then says what is wrong, when the change is made).
+            ReferenceNeeded: Not one of the common knobs (replicas, a pod's CPU limit, a
+                fixed pool's node count or size): the general path makes it.
+            ConfigError: A value the twin cannot model.
         """
         knob, value = change
         type_token, path = knob.type, knob.path
@@ -452,15 +602,25 @@ class FastTwin(Twin):
                     return (1, w, 0, self._limit_of(key, value), _NO_SIZE)
             elif self.fast_paths and type_token == NODE_POOL:
                 p = self._pool_index.get(key)
-                if p is not None and self.pools[key].auto_scale:
+                if p is not None and self.pools[key].auto_scale:  # the general path
                     raise ReferenceNeeded(f"{type_token} {knob.resource!r} {path} (autoscaling)")
                 if p is not None and path == "nodeCount":
                     return (2, p, int(value), None, _NO_SIZE)
                 if p is not None and path == "size":
                     return (3, p, 0, None, self._size_of(value))
+        except (ReferenceNeeded, ConfigError):
+            raise
         except Exception as exc:
-            raise ReferenceNeeded(f"{type_token} {knob.resource!r} {path}: {exc}") from None
+            raise ConfigError(f"{type_token} {knob.resource!r} {path}: {exc}") from None
         raise ReferenceNeeded(f"{type_token} {knob.resource!r} {path}")
+
+    def _common(self, change: Change) -> bool:
+        """Whether ``change`` is one of the common knobs (:meth:`_core_op` makes it)."""
+        try:
+            self._core_op(change)
+        except ReferenceNeeded:
+            return False
+        return True
 
     def _completed(self, done: list[tuple[int, float, bool, bool]]) -> None:
         """Replay the core's completions on the queue (:meth:`Twin._settle_updates`).
@@ -479,14 +639,20 @@ class FastTwin(Twin):
                 continue
             pools: list[Any] = []
             workloads: list[tuple[str, str]] = []
-            for knob, value in nxt.changes:
+            reread: list[tuple[str, str]] = []
+            for change in nxt.changes:
+                knob, value = change
                 key = (knob.type, knob.resource)
                 parent, leaf, _ = self._slot(key, knob.path)
                 parent[leaf] = value
+                if key not in reread and not self._common(change):
+                    reread.append(key)
                 if key in self.pools and self.pools[key] not in pools:
                     pools.append(self.pools[key])
                 elif key in self.workloads and key not in workloads:
                     workloads.append(key)
+            for key in reread:  # what the core re-read, re-read here too
+                self._property_ops(key, self.records, replicas_known=True)[1]()
             deadline = t + self.params.deployment_await_s if workloads else _INF
             self._updates[layer] = (nxt, pools, workloads, deadline)
 
@@ -526,6 +692,25 @@ class FastTwin(Twin):
             for wi, count, nid, ready_at in self._core.batches()
             for _ in range(count)
         ]
+
+
+def _write(record: ResourceRecord, path: str, value: Any) -> None:
+    """Write a property into a scratch record's inputs.
+
+    Raises:
+        ConfigError: The path leads nowhere.
+    """
+    try:
+        set_path(record.inputs, path, value)
+    except (KeyError, IndexError, TypeError):
+        raise ConfigError(f"{record.type} {record.name!r} has no property {path!r}") from None
+
+
+def _integer(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"not a whole number: {value!r}") from None
 
 
 def advance_all(twins: Sequence[Twin], seconds: float) -> None:

@@ -562,6 +562,7 @@ class Twin:
 
     def _update_workload(self, old: Workload, new: Workload) -> None:
         new.batches = old.batches
+        self.workloads[new.key] = new  # before the recount, which reads the new requests
         if new.template != old.template:
             # A rolling update: pods keep serving as they were until the new ones are up.
             new.rollout_done_at = self.t + self.params.pod_startup_s
@@ -569,7 +570,6 @@ class Twin:
             self._recount_requests()
         else:
             new.rollout_done_at, new.prev_cores = old.rollout_done_at, old.prev_cores
-        self.workloads[new.key] = new
         self._sched_dirty = True  # the selector or requests may have changed
         self._scale(new, new.replicas)
         for hpa in self.autoscalers.values():

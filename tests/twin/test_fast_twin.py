@@ -37,11 +37,12 @@ from infragym.backends.sim import SimBackend
 from infragym.errors import ConfigError
 from infragym.knobs import Choice, IntRange, Knob
 from infragym.twin import fast
-from infragym.twin.fast import FastTwin, ReferenceNeeded, make_twin
+from infragym.twin.fast import FastTwin, make_twin
 from infragym.twin.model import TwinParams
 from infragym.twin.twin import CPU_LIMIT_PATH, Twin
 from tests.twin.graphs import (
     DEPLOYMENT,
+    HPA,
     NODE_POOL,
     WORKER_SIZES,
     random_knob_changes,
@@ -123,15 +124,6 @@ def test_a_rejected_value_leaves_both_the_resource_and_the_world_as_they_were():
     assert _state(fast_twin) == _state(reference)
 
 
-def test_a_change_the_core_does_not_model_raises_reference_needed_and_is_undone():
-    twin = FastTwin(web_app(replicas=2), seed=0)
-    path = "spec.template.spec.containers[0].resources.requests.cpu"
-    with pytest.raises(ReferenceNeeded, match=r"requests\.cpu"):
-        twin.set_property(DEPLOYMENT, "heater", path, "500m")
-    container = twin.inputs(DEPLOYMENT, "heater")["spec"]["template"]["spec"]["containers"][0]
-    assert container["resources"]["requests"]["cpu"] == "250m"
-
-
 def _knob(name: str, type_token: str, resource: str, path: str, domain) -> Knob:
     return Knob(name, "k8s-heater", type_token, resource, path, domain)
 
@@ -147,7 +139,7 @@ class _Graph(SimBackend):
         self.twin = make_twin(self._records, seed, self.twin_params, self.twin_engine)
 
 
-def test_the_backend_carries_on_on_the_python_twin_after_a_change_the_core_does_not_model():
+def test_the_backend_models_any_change_as_the_python_twin():
     records = web_app(replicas=2, schedule=Schedule(shape=SHAPES["spikes"]))
     replicas = _knob("replicas", DEPLOYMENT, "heater", "spec.replicas", IntRange(1, 10))
     size = _knob("size", NODE_POOL, "workers", "size", Choice(WORKER_SIZES))
@@ -183,8 +175,7 @@ def test_the_backend_carries_on_on_the_python_twin_after_a_change_the_core_does_
             backend.advance(60.0)
             states.append(_state(backend.twin))
         runs[engine] = states
-        kind = type(backend.twin)
-        assert kind is Twin  # after the hand-over, or from the start
+        assert type(backend.twin) is (FastTwin if engine == "native" else Twin)
     assert runs["native"] == runs["python"]
 
 
@@ -328,22 +319,7 @@ def test_a_queued_update_starts_at_the_instant_the_update_in_flight_completes():
         assert twin.last_metrics["next_node_ready_s"] == 2 * TwinParams().node_boot_s - twin.t
 
 
-def test_changes_the_core_cannot_make_wait_on_the_python_twin():
-    # A queued change the core does not model is refused before anything changes, so the
-    # backend can hand the episode over to the Python twin.
-    twin = FastTwin(web_app(replicas=2), seed=0)
-    twin.request([Change(_REPLICAS, 4)])
-    request = Knob(
-        "request", "k8s-heater", DEPLOYMENT, "heater",
-        "spec.template.spec.containers[0].resources.requests.cpu", Choice(("250m", "500m")),
-    )  # fmt: skip
-    before = _async_state(twin)
-    with pytest.raises(ReferenceNeeded, match=r"requests\.cpu"):
-        twin.request([Change(_COUNT, 3), Change(request, "500m")])
-    assert _async_state(twin) == before
-
-
-def test_the_async_backend_carries_on_on_the_python_twin_after_a_change_the_core_does_not_model():
+def test_the_async_backend_models_any_change_as_the_python_twin():
     records = web_app(replicas=2, schedule=Schedule(shape=SHAPES["spikes"]))
     request = Knob(
         "request", "k8s-heater", DEPLOYMENT, "heater",
@@ -370,7 +346,7 @@ def test_the_async_backend_carries_on_on_the_python_twin_after_a_change_the_core
             backend.advance(60.0)
             states.append((result, _async_state(backend.twin), backend.info()))
         runs[engine] = states
-        assert type(backend.twin) is Twin  # after the hand-over, or from the start
+        assert type(backend.twin) is (FastTwin if engine == "native" else Twin)
     assert runs["native"] == runs["python"]
 
 
@@ -562,11 +538,13 @@ def test_a_pool_knob_on_an_autoscaling_pool_hands_over_to_the_python_twin():
             if step == 2:
                 backend.apply([(_REPLICAS, 9)])
             if step == 4:
-                backend.apply([(_SIZE, "s-2vcpu-4gb")])  # the core hands over here
+                backend.apply([(_SIZE, "s-2vcpu-4gb")])
+            if step == 5:
+                backend.apply([(_COUNT, 3)])
             backend.advance(120.0)
             states.append(_state(backend.twin))
         runs[engine] = states
-        assert type(backend.twin) is Twin
+        assert type(backend.twin) is (FastTwin if engine == "native" else Twin)
     assert runs["native"] == runs["python"]
 
 
@@ -581,15 +559,109 @@ def test_a_database_gives_the_python_twins_world(database_cpu, seed, monkeypatch
         schedule=Schedule(shape=SHAPES["ramp"]),
     )  # fmt: skip
     noise = seed == 0
-    served = []
-    monkeypatch.setattr(FastTwin, "_db_serve", _counting(FastTwin._db_serve, served))
     assert _rollout(FastTwin, records, seed, noise) == _rollout(Twin, records, seed, noise)
-    assert any(served)  # the core handed the querying pods to the database model
 
 
-def _counting(method, calls: list):
-    def counted(self, groups, ready, *args):
-        calls.append(ready)
-        return method(self, groups, ready, *args)
+# ----------------------------------------------------------------- the general path
 
-    return counted
+_HEATER_CONTAINER = "spec.template.spec.containers[0]"
+_GENERIC = (
+    (DEPLOYMENT, "heater", _HEATER_CONTAINER + ".resources.requests.cpu", ("100m", "250m", "600m")),
+    (DEPLOYMENT, "heater", _HEATER_CONTAINER + ".resources.requests.memory", ("128Mi", "1Gi")),
+    (
+        DEPLOYMENT, "heater", "spec.template.spec.nodeSelector",
+        ({"doks.digitalocean.com/node-pool": "dev-workers"},
+         {"doks.digitalocean.com/node-pool": "dev-system"}, {}),
+    ),
+    (
+        DEPLOYMENT, "heater", _HEATER_CONTAINER + ".env[0].value",
+        tuple(CpuWork(mean_ms=m, db_query="SELECT 1", workers=w).model_dump_json()
+              for m, w in ((15.0, 1), (30.0, 2), (15.0, 3))),
+    ),
+    (
+        DEPLOYMENT, "siege-engine", "spec.template.spec.containers[0].env[0].value",
+        tuple(Schedule(shape=s).model_dump_json() for s in (SHAPES["ramp"], SHAPES["step"],
+              Constant(rate=300.0))),
+    ),
+    (DEPLOYMENT, "siege-engine", "spec.replicas", (0, 1)),
+    (HPA, "heater", "spec.maxReplicas", (4.0, 12.0)),
+    (
+        "kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "heater",
+        "spec.metrics[0].resource.target.averageUtilization", (40.0, 80.0),
+    ),
+    (NODE_POOL, "workers", "autoScale", (True, False)),
+    (NODE_POOL, "workers", "maxNodes", (3.0, 6.0)),
+    (NODE_POOL, "workers", "nodeCount", (1.0, 2.0, 4.0)),
+    (NODE_POOL, "workers", "size", WORKER_SIZES),
+    ("digitalocean:index/kubernetesCluster:KubernetesCluster", "cluster", "nodePool.nodeCount",
+     (1.0, 2.0)),
+    (
+        "kubernetes:helm.sh/v3:Release", "postgresql",
+        "values.primary.resources.limits.cpu", ("500m", "1", "2"),
+    ),
+)  # fmt: skip
+"""Properties beyond the common knobs: requests, selector, work, schedule, HPA, an
+autoscaling pool's bounds, the cluster's default pool, the database's CPU."""
+
+
+def _generic_records():
+    work = CpuWork(mean_ms=15.0, db_query="SELECT 1", workers=1)
+    return web_app(
+        replicas=3, node_size="s-2vcpu-4gb", database_cpu="1", work=work, hpa={"max": 10},
+        auto_scale=(1, 5), schedule=Schedule(shape=SHAPES["spikes"]),
+    )  # fmt: skip
+
+
+def _generic_rollout(cls: type[Twin], seed: int, steps: int = 120) -> list[tuple]:
+    rng = random.Random(seed)
+    twin = cls(_generic_records(), seed=seed, params=TwinParams(noise=seed % 2 == 0))
+    states = []
+    for _ in range(steps):
+        for _ in range(rng.randrange(3)):
+            type_token, name, path, values = rng.choice(_GENERIC)
+            twin.set_property(type_token, name, path, copy.deepcopy(rng.choice(values)))
+        twin.advance(rng.choice((10.0, 30.0, 30.0, 120.0)))
+        states.append((_state(twin), twin.inputs(DEPLOYMENT, "heater")["spec"]["replicas"]))
+    return states
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_any_property_change_gives_the_python_twins_world(seed):
+    fast_run = _generic_rollout(FastTwin, seed)
+    assert fast_run == _generic_rollout(Twin, seed)
+
+
+def _generic_knobs(layers: str) -> tuple[Knob, ...]:
+    knobs = []
+    for i, (type_token, name, path, values) in enumerate(_GENERIC):
+        layer = "all" if layers == "one" else f"{type_token.split(':')[0]}-{name}"
+        knobs.append(Knob(f"k{i}", layer, type_token, name, path, Choice(tuple(map(repr, values)))))
+    return tuple(knobs)
+
+
+def _generic_async_rollout(cls: type[Twin], seed: int, layers: str, steps: int = 120):
+    rng = random.Random(seed)
+    knobs = (*_generic_knobs(layers), _REPLICAS, _LIMIT, *tuple(_one_layer(k) for k in _KNOBS))
+    params = TwinParams(noise=seed % 2 == 0, deployment_await_s=90.0 if seed > 1 else 600.0)
+    twin = cls(_generic_records(), seed=seed, params=params)
+    states = []
+    for _ in range(steps):
+        changes = []
+        for _ in range(rng.randrange(4)):
+            knob = rng.choice(knobs)
+            value = rng.choice(knob.values)
+            if knob.name.startswith("k"):
+                value = eval(value)
+            changes.append(Change(knob, value))
+        started, queued = twin.request(changes)
+        twin.advance(rng.choice((10.0, 30.0, 30.0, 45.0, 120.0)))
+        states.append((started, queued, _async_state(twin)))
+    return states
+
+
+@pytest.mark.parametrize("layers", ["many", "one"])
+@pytest.mark.parametrize("seed", range(3))
+def test_any_property_change_as_layer_updates_gives_the_python_twins_world(layers, seed):
+    fast_run = _generic_async_rollout(FastTwin, seed, layers)
+    assert fast_run == _generic_async_rollout(Twin, seed, layers)
+    assert any(queued for _, queued, _ in fast_run)
