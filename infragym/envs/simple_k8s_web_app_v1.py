@@ -163,8 +163,7 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
     node_sizes=None, render_mode=None, backend_options=None)``. As v0, plus ``split``
     (``train``, ``validation`` or ``test``: each scenario family's variants for it) and
     ``cost_weight`` (of the default reward). The backend runs with
-    ``actuation="async"``, on the compiled twin core when it is installed (the same
-    episodes as the Python twin, bit for bit).
+    ``actuation="async"``, on the compiled twin core.
 
     ## Version History
 

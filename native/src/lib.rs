@@ -1,16 +1,25 @@
-//! The compiled step loop of infragym's digital twin.
+//! The digital twin's step loop: infragym's twin is this core.
 //!
-//! `Core` holds the state of a twin (node pools and nodes, workloads and their pod
-//! batches) and runs what `infragym.twin.twin.Twin` runs on every step: knob changes,
-//! pool reconciliation, eviction, scheduling, the serving plan and the analytic serving
-//! of each piece of the step. It is a line-by-line port of those methods, in the same
-//! order of floating-point operations, so that a rollout gives the same metrics bit for
-//! bit; `tests/twin/test_fast_twin.py` holds it to that.
+//! `Core` holds the world of a twin (node pools and nodes, workloads and their pod
+//! batches, the HPAs, the cluster autoscaler's pools, the database, the layer updates in
+//! flight) and runs every step: knob changes, pool reconciliation, eviction, scheduling,
+//! the serving plan, the analytic serving of each piece of the step (heater pods as
+//! M/G/c queues, the database as a closed queue of their workers), the metrics, and the
+//! autoscalers after them. It is held to account by external references
+//! (`tests/twin/`: queueing theory, discrete-event simulations, the catalogue's
+//! allocatable figures and prices, the HPA formula, the real kube-scheduler).
 //!
-//! The Python twin builds the state (from the resource graph) and stays the reference.
-//! `infragym.twin.fast.FastTwin` hands the state over and calls back into Python for
-//! what stays there: the siege-engine schedules and the M/G/c latency of pods that are
-//! not M/M/1.
+//! `infragym.twin.twin.Twin` is its Python API: it reads the resource graph into the
+//! core's world (`infragym.twin.builder`), translates property changes into ops
+//! (`set_replicas`, `set_cpu_limit`, `set_pool_count`, `set_pool_size`, `apply_op`),
+//! and presents nodes, pods and metrics. The core calls back into Python for two things
+//! only: the siege-engine schedules it does not integrate itself (steps, a diurnal curve
+//! clipped at zero) and the M/G/c latency of pods that are neither M/M/1 nor saturated
+//! (`infragym.twin.latency.pod_latency`).
+//!
+//! The core was ported line by line from a Python twin (retired; see the git history),
+//! with the same floating-point operations in the same order; the docs below name the
+//! Python methods each part was ported from (`Twin._schedule`, ...).
 //!
 //! Layer updates (asynchronous actuation, `Twin.request`): the layer queue's bookkeeping
 //! stays in Python (`infragym.updates.LayerQueue`), but the core watches every update in
@@ -139,7 +148,7 @@ struct TraceIndex {
     per_period: f64,
 }
 
-/// The trace data `FastTwin` sends: (times, rates, cumulative, period, per period).
+/// The trace data `Twin` sends: (times, rates, cumulative, period, per period).
 type TraceState = (Vec<f64>, Vec<f64>, Vec<f64>, f64, f64);
 
 impl TraceIndex {
@@ -561,7 +570,7 @@ fn size_from(t: (u32, f64, f64, f64)) -> Size {
     }
 }
 
-/// One knob change, translated for the core (what `FastTwin`'s knob handlers send it).
+/// One knob change, translated for the core (what `Twin`'s knob handlers send it).
 #[derive(Clone)]
 enum Op {
     /// `Twin._set_replicas`: (workload, replicas).
@@ -772,7 +781,7 @@ struct Core {
 
 #[pymethods]
 impl Core {
-    /// Take over a Python twin's state (see `infragym.twin.fast.FastTwin`).
+    /// A twin's world as `infragym.twin.twin.Twin` builds it (then `deploy`).
     #[new]
     #[pyo3(signature = (
         pools, workloads, static_hourly, node_boot_s, pod_startup_s, exp_quantiles,
