@@ -11,14 +11,11 @@ under two policies closer to what a trained autoscaler does:
   timed one, so the figure is the env's speed, not the rule's.
 - *hold*: every knob kept.
 
-A row runs random actions on the Python twin (``twin_engine="python"``), for comparison
-with the compiled core (``infragym._twin_core``, built by ``pip install -e .``), which the
-env uses when it is built.
+The twin is the compiled core (``infragym._twin_core``, built by ``pip install -e .``);
+the Python twin earlier versions of this benchmark compared it with was retired.
 
-The v1 rows run v1's asynchronous actuation: random actions over every scenario family
-(on the compiled core, then on the Python twin), random actions on a real trace
-(``trace-conv``), and the HPA rule replayed. The last column says which twin ran each
-row.
+The v1 rows run v1's asynchronous actuation: random actions over every scenario family,
+random actions on a real trace (``trace-conv``), and the HPA rule replayed.
 
 Then the vector env (``gym.make_vec(..., vectorization_mode="vector_entry_point")``): v1
 under random actions at the first ``--vector-envs`` size, in env-steps/s against
@@ -120,9 +117,7 @@ def main() -> None:
 
     cart = gym.make("CartPole-v1")
     env = gym.make("SimpleK8sWebApp-v0")
-    python_env = gym.make("SimpleK8sWebApp-v0", backend_options={"twin_engine": "python"})
     v1 = gym.make("SimpleK8sWebApp-v1")
-    v1_python = gym.make("SimpleK8sWebApp-v1", backend_options={"twin_engine": "python"})
     v1_trace = gym.make("SimpleK8sWebApp-v1", scenarios=["trace-conv"])
     start = time.perf_counter()
     for seed in range(200):  # every scenario variant, so resets hit the graph cache
@@ -138,9 +133,7 @@ def main() -> None:
         "SimpleK8sWebApp-v0, random actions": (env, random_policy(env)),
         "SimpleK8sWebApp-v0, HPA rule (replayed)": (env, hpa_actions.__getitem__),
         "SimpleK8sWebApp-v0, hold (no knob change)": (env, lambda i: hold),
-        "  the same, Python twin, random actions": (python_env, random_policy(python_env)),
         "SimpleK8sWebApp-v1, random actions": (v1, random_policy(v1)),
-        "  the same, Python twin, random (v1)": (v1_python, random_policy(v1_python)),
         "SimpleK8sWebApp-v1, trace-conv, random": (v1_trace, random_policy(v1_trace)),
         "SimpleK8sWebApp-v1, HPA rule (replayed)": (
             v1,
@@ -156,14 +149,12 @@ def main() -> None:
 
     print(f"warm-up: 600 resets in {warm:.1f} s (graph cache filled)")
     print(f"best of {args.repeats} interleaved rounds of {args.steps:,} steps")
-    print(f"{'':42}{'steps/s':>10}{'ratio':>9}{'sim s / wall s':>17}  twin")
+    print(f"{'':42}{'steps/s':>10}{'ratio':>9}{'sim s / wall s':>17}")
     cart_sps = best.pop("CartPole-v1, random actions")
     print(f"{'CartPole-v1, random actions':42}{cart_sps:>10,.0f}{1:>9.3f}")
     for name, sps in best.items():
-        twin = type(loops[name][0].unwrapped.backend.twin).__name__
-        engine = "compiled" if twin == "FastTwin" else "Python"
-        print(f"{name:42}{sps:>10,.0f}{sps / cart_sps:>9.3f}{sps * step_s:>17,.0f}  {engine}")
-    print("v0 targets: ratio >= 0.3, sim s / wall s >= 1,000,000 (compiled core)")
+        print(f"{name:42}{sps:>10,.0f}{sps / cart_sps:>9.3f}{sps * step_s:>17,.0f}")
+    print("v0 targets: ratio >= 0.3, sim s / wall s >= 1,000,000")
     for i, n in enumerate(args.vector_envs):
         gc.collect()
         before = rss_mib()
@@ -175,7 +166,7 @@ def main() -> None:
         if i == 0:
             sps = max(vector_steps_per_second(vec, args.steps) for _ in range(args.repeats))
             name = f"SimpleK8sWebApp-v1 vector env, N={n}, random"
-            print(f"{name:42}{sps:>10,.0f}{sps / cart_sps:>9.3f}{sps * step_s:>17,.0f}  compiled")
+            print(f"{name:42}{sps:>10,.0f}{sps / cart_sps:>9.3f}{sps * step_s:>17,.0f}")
             print("vector target: ratio >= 10 (env-steps/s against CartPole's single-env steps/s)")
         print(f"vector env, N={n:,}: {per_env:,.0f} KiB resident memory per env")
         vec.close()

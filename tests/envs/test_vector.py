@@ -19,8 +19,8 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 import infragym  # noqa: F401  (registers the envs)
 from infragym.envs.vector import SimpleK8sWebAppVectorEnv
 from infragym.errors import ConfigError
-from infragym.twin import fast
-from infragym.twin.fast import FastTwin
+from infragym.twin import twin as twin_module
+from infragym.twin.twin import Twin
 
 
 def _plain(value):
@@ -67,7 +67,7 @@ def test_the_vector_env_gives_n_separate_envs_episodes_bit_for_bit(env_id):
 
 def test_one_call_into_the_core_advances_every_twin(monkeypatch):
     calls = []
-    module = fast.core_module()
+    module = twin_module.core_module()
 
     class Spy:
         def __getattr__(self, name):
@@ -79,8 +79,8 @@ def test_one_call_into_the_core_advances_every_twin(monkeypatch):
 
     vec = gym.make_vec("SimpleK8sWebApp-v1", num_envs=4, vectorization_mode="vector_entry_point")
     vec.reset(seed=0)
-    assert all(isinstance(e.backend.twin, FastTwin) for e in vec.unwrapped.envs)
-    monkeypatch.setattr(fast, "core_module", lambda: Spy())
+    assert all(isinstance(e.backend.twin, Twin) for e in vec.unwrapped.envs)
+    monkeypatch.setattr(twin_module, "core_module", lambda: Spy())
     for _ in range(3):
         vec.step(vec.action_space.sample())
     assert calls == [4, 4, 4]  # no episode ends in three steps
