@@ -11,7 +11,7 @@ import numpy as np
 from infragym import catalog
 from infragym.agents.base import CompositeAgent, KnobAgent
 from infragym.errors import ConfigError
-from infragym.twin.twin import hpa_proposal
+from infragym.twin.hpa import hpa_proposal
 
 
 class RandomAgent:

@@ -7,12 +7,11 @@ At each step the planner
    last ``fit_steps`` observations, its slope damped, raised by ``sigmas`` standard
    deviations of the recent step-to-step changes (bursty loads get more head-room) and
    by ``margin``;
-2. copies the environment onto a Python twin (the compiled twin keeps its schedule in
-   its core, so it is replayed from its log with ``FastTwin.to_python``; a Python twin is
-   pickled), replaces the copy's siege-engine schedule with that forecast (a ``Step``
-   schedule of the forecast rates from now on), so **the copy never sees the scenario's
-   future**, and reseeds the copy's arrival noise (the same seed for every candidate:
-   common random numbers); each candidate unpickles that copy (a few ms);
+2. forks the environment's twin (``copy.deepcopy``: the compiled core copies its state),
+   replaces the fork's siege-engine schedule with that forecast (a ``Step`` schedule of
+   the forecast rates from now on, :meth:`Twin.set_schedule`), so **the copy never sees
+   the scenario's future**, and reseeds the fork's arrival noise (the same seed for every
+   candidate: common random numbers); each candidate runs on a copy of that fork;
 3. for each candidate target (keep, and moves of one or two knobs from the requested
    values: replicas ±1/2/4, nodes ±1, replicas and nodes together, the CPU limit and the
    node size one step; with ``pools``, also every node size with 1-4 nodes) holds it
@@ -35,8 +34,8 @@ the real cluster.
 
 from __future__ import annotations
 
+import copy
 import math
-import pickle
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -192,34 +191,26 @@ class MPCAgent:
             shape=shape, arrivals=old.arrivals, timeout_s=old.timeout_s, duration=None
         )
 
-    def _planning_copy(self, env: Any, rates: list[float]) -> bytes:
-        """A pickled copy of ``env`` on a Python twin whose load is the forecast.
+    def _planning_copy(self, env: Any, rates: list[float]) -> Any:
+        """A copy of ``env`` whose twin is a fork of its twin with the forecast load.
 
-        The compiled twin (``FastTwin``) keeps its schedule in the core, so the copy runs
-        on the Python twin that replaying its log gives (:meth:`FastTwin.to_python`, the
-        same state); a Python twin is copied. Either way the real env is not touched.
+        The real env is not touched. Each candidate runs on a ``copy.deepcopy`` of it.
         """
-        from infragym.twin.fast import FastTwin
-
         backend = env.backend
         real = backend.twin
-        if isinstance(real, FastTwin):
-            twin = real.to_python()
-        else:
-            twin = pickle.loads(pickle.dumps(real, protocol=pickle.HIGHEST_PROTOCOL))
+        twin = copy.deepcopy(real)
         make_schedule = self._schedule(twin, rates, env.step_seconds)
-        for w in twin.workloads.values():
+        for key, w in list(twin.workloads.items()):
             if w.role == "siege" and w.schedule is not None:
-                w.schedule = make_schedule(w.schedule)
-        twin._next_event = min(twin._next_event, twin.t)  # re-plan with the forecast
-        twin.rng = random.Random(self.rng.getrandbits(32))  # common to every candidate
-        backend.twin = None  # the env without its twin, then the copy's twin put in
+                twin.set_schedule(key, make_schedule(w.schedule))
+        twin.reseed(self.rng.getrandbits(32))  # common to every candidate
+        backend.twin = None  # the env without its twin, then the fork put in
         try:
-            shell = pickle.loads(pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL))
+            shell = copy.deepcopy(env)
         finally:
             backend.twin = real
         shell.backend.twin = twin
-        return pickle.dumps(shell, protocol=pickle.HIGHEST_PROTOCOL)
+        return shell
 
     def act(self, observation: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
         env = self.env
@@ -235,11 +226,11 @@ class MPCAgent:
         if self.limit:
             horizon = max(1, min(horizon, self.limit - self.steps + 1))
         rates = forecast(seen, horizon + 1, self.fit_steps, self.damping, self.margin, self.sigmas)
-        blob = self._planning_copy(env, rates)
+        shell = self._planning_copy(env, rates)
         slo = self.slo
         best, best_value = keep, -math.inf
         for target in self._candidates(current):
-            sim = pickle.loads(blob)
+            sim = copy.deepcopy(shell)
             value = 0.0
             for _ in range(horizon):
                 _, reward, _, _, step_info = sim.step(sim.codec.encode(target, sim.knob_values))

@@ -162,13 +162,12 @@ def _environment(backend: str, key: str, value: Any) -> dict[str, str] | None:
 
 
 def _twin_engine(backend: str, key: str, value: Any) -> str:
-    from infragym.twin.fast import ENGINES
+    from infragym.twin.twin import check_engine
 
-    if not isinstance(value, str) or value not in ENGINES:
-        raise ConfigError(
-            f"{backend} backend option {key!r}: " + unknown_choice(key, value, ENGINES)
-        )
-    return value
+    try:
+        return check_engine(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{backend} backend option {key!r}: {exc}") from None
 
 
 def _actuation(backend: str, key: str, value: Any) -> str:

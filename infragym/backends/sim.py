@@ -2,10 +2,8 @@
 
 ``reset`` runs the layer programs once under mocks to get the resource graph (cached by
 the layer settings, since programs are pure functions of them) and builds a
-:class:`~infragym.twin.twin.Twin` from it: the compiled one
-(:class:`~infragym.twin.fast.FastTwin`) when ``infragym._twin_core`` is built and
-models the graph. Steps never rerun Pulumi: a knob change writes the twin's copy of the
-resource.
+:class:`~infragym.twin.twin.Twin` from it (the compiled core, ``infragym._twin_core``).
+Steps never rerun Pulumi: a knob change writes the twin's copy of the resource.
 """
 
 from __future__ import annotations
@@ -24,9 +22,8 @@ from infragym.backends.base import (
 )
 from infragym.catalog import unknown_choice
 from infragym.errors import ConfigError
-from infragym.twin.fast import FastTwin, ReferenceNeeded, make_twin
 from infragym.twin.model import TwinParams
-from infragym.twin.twin import Twin
+from infragym.twin.twin import Twin, check_engine, make_twin
 from infragym.updates import LayerQueue
 
 _GRAPH_CACHE: OrderedDict[str, list[ResourceRecord]] = OrderedDict()
@@ -63,16 +60,10 @@ class SimBackend(Backend):
     Args:
         deployment: Deployment name passed to the layer programs.
         twin_params: Timing and behaviour assumptions of the twin.
-        twin_engine: ``auto`` (the compiled twin when it is installed and models the
-            graph, else the Python one), ``python`` or ``native``.
+        twin_engine: ``auto`` or ``native`` (the same: the compiled twin, the only one;
+            ``python`` is a ConfigError saying that the Python twin was retired).
         actuation: ``immediate`` (a change acts at once) or ``async`` (each layer runs one
             update at a time, and a change to a busy layer waits: :meth:`Twin.request`).
-            Both twins run both.
-
-    The compiled twin models the knobs of the built-in environments. When a change it
-    does not model comes (:class:`~infragym.twin.fast.ReferenceNeeded`), the backend
-    replays the episode so far on the Python twin (:meth:`FastTwin.to_python`), which
-    gives the same state, and carries on there.
     """
 
     def __init__(
@@ -84,6 +75,7 @@ class SimBackend(Backend):
     ) -> None:
         if actuation not in ACTUATIONS:
             raise ConfigError(unknown_choice("actuation", actuation, ACTUATIONS))
+        check_engine(twin_engine)
         self.actuation = actuation
         self.deployment = deployment
         self.twin_params = twin_params or TwinParams()
@@ -135,19 +127,12 @@ class SimBackend(Backend):
             twin = self._twin()  # raises the error
         changes = tuple(changes)
         if self.actuation == "async":
-            try:
-                started, queued = twin.request(changes)
-            except ReferenceNeeded:
-                started, queued = self._replay_on_reference().request(changes)
+            started, queued = twin.request(changes)
             return ApplyResult(layers_updated=tuple(started), layers_queued=tuple(queued))
         done = 0
         try:
             for knob, value in changes:
-                try:
-                    twin.set_property(knob.type, knob.resource, knob.path, value)
-                except ReferenceNeeded:
-                    twin = self._replay_on_reference()
-                    twin.set_property(knob.type, knob.resource, knob.path, value)
+                twin.set_property(knob.type, knob.resource, knob.path, value)
                 done += 1
         finally:  # what was applied, even when a later change is refused
             twin.queue.made(changes[:done])
@@ -156,16 +141,6 @@ class SimBackend(Backend):
             if knob.layer not in layers:
                 layers.append(knob.layer)
         return ApplyResult(layers_updated=tuple(layers))
-
-    def _replay_on_reference(self) -> Twin:
-        """Rebuild the episode so far (the FastTwin's log) on the Python twin; make it the twin."""
-        fast_twin = self.twin
-        assert isinstance(fast_twin, FastTwin)
-        twin = fast_twin.to_python()
-        if self.actuation == "immediate":  # the backend keeps the queue: hand it over
-            twin.queue = fast_twin.queue
-        self.twin = twin
-        return twin
 
     def advance(self, seconds: float) -> None:
         self._twin().advance(float(seconds))

@@ -1,6 +1,6 @@
 """The env kernel: SimpleK8sWebApp steps run whole in the compiled core, one call a step.
 
-On the sim backend with the compiled twin (:class:`~infragym.twin.fast.FastTwin`) and
+On the sim backend (the twin, :class:`~infragym.twin.twin.Twin`, is the compiled core) and
 the default reward, a step of SimpleK8sWebApp-v0 or -v1 is one call into
 ``infragym._twin_core.EnvBatch`` (``native/src/kernel.rs``): the action's knob moves, the
 knob changes (v1's layer queue, or v0's immediate changes), the core's advance, the
@@ -11,7 +11,7 @@ everywhere else (the pulumi backend, a custom reward, a graph the kernel does no
 What the kernel takes over:
 
 - :func:`attach` hands an env's state to a batch slot: the core of its twin, the knobs'
-  core ops (from the env's ``_knob_tables`` through ``FastTwin._core_op``), the layer
+  core ops (from the env's ``_knob_tables`` through ``Twin._core_op``), the layer
   queue, the step count and the offered load so far. The single env attaches to a batch
   of its own at its first step after a reset; the vector env attaches its envs to one
   batch of N.
@@ -20,7 +20,7 @@ What the kernel takes over:
   ``_log``) is not. The sim backend asks the kernel to bring it up to date before anyone
   reads the twin (:meth:`Binding.sync`, through ``SimBackend.twin``): the episode's steps
   since the hand-over are added to the twin's log and the twin is rebuilt by replaying
-  it, as a copy of a ``FastTwin`` is. Copies and pickles of envs and vector envs go
+  it, as a copy of a ``Twin`` is. Copies and pickles of envs and vector envs go
   through that, so they run the same episodes as the original.
 """
 
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from infragym.envs.rewards import CostPenalty, ErrorPenalty, RewardSum, SloAttainment
-from infragym.twin import fast
-from infragym.twin.fast import METRIC_NAMES, FastTwin, ReferenceNeeded
+from infragym.twin import twin as twin_module
+from infragym.twin.twin import METRIC_NAMES, ReferenceNeeded, Twin
 from infragym.updates import LayerQueue, Update
 
 _NOT_APPLICABLE = False
@@ -148,7 +148,7 @@ class Binding:
             elif made:
                 log.extend(("set", (k.type, k.resource), k.path, v) for k, v in made)
             log.append(seconds)
-        new = fast._replayed(twin._origin, log)
+        new = twin_module._replayed(twin._origin, log)
         if not asynchronous:  # the backend's record of immediate changes (queue.made)
             new.queue.requested.update(twin.queue.requested)
             new.queue.applied.update(twin.queue.applied)
@@ -257,7 +257,7 @@ def new_batch(env: Any, n: int) -> Any | None:
     args = spec_args(env)
     if args is None:
         return None
-    module = fast.core_module()
+    module = twin_module.core_module()
     if module is None or not hasattr(module, "EnvBatch"):
         return None
     batch = module.EnvBatch(n, *args)
@@ -290,7 +290,7 @@ def attach(env: Any, batch: Any, index: int, flags: np.ndarray | None = None) ->
         are ones the core makes).
     """
     twin = env.backend._twin_obj
-    if type(twin) is not FastTwin or twin.autoscalers:
+    if type(twin) is not Twin or twin.autoscalers:
         return False
     try:
         _hand_over(env, batch, index, twin, flags)
@@ -300,7 +300,7 @@ def attach(env: Any, batch: Any, index: int, flags: np.ndarray | None = None) ->
 
 
 def _hand_over(
-    env: Any, batch: Any, index: int, twin: FastTwin, flags: np.ndarray | None = None
+    env: Any, batch: Any, index: int, twin: Twin, flags: np.ndarray | None = None
 ) -> None:
     """Attach ``env`` with ``twin`` to slot ``index`` and hook the backend to it
     (``flags``: the owner's "attached" flags, which :func:`detach` clears)."""
@@ -372,8 +372,8 @@ ops depend on besides (the core's indices of them); the records are kept with th
 that their ids stay theirs."""
 
 
-def _ops(env: Any, twin: FastTwin) -> list[list[tuple]]:
-    """Per knob, the core op of each domain index (``FastTwin._core_op``), memoised."""
+def _ops(env: Any, twin: Twin) -> list[list[tuple]]:
+    """Per knob, the core op of each domain index (``Twin._core_op``), memoised."""
     records = [twin.records.get((k.type, k.resource)) for k in env.knobs]
     key = (
         type(twin).fast_paths,
@@ -424,7 +424,7 @@ class _InfoTables:
     domains, and memos of the dicts each kernel state gives (copied into each info, since
     callers may keep and change what a step returns)."""
 
-    def __init__(self, env: Any, layers: list[str], twin: FastTwin) -> None:
+    def __init__(self, env: Any, layers: list[str], twin: Twin) -> None:
         self.layers = layers
         self.names = [knob.name for knob in env.knobs]
         self.domains = [table[1] for table in env._knob_tables]

@@ -167,8 +167,7 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
     the local cluster of ``infragym cluster up`` in place of DOKS, on the pulumi backend;
     :data:`V1_SETTINGS`' node settings then apply to its workers pool, entry 16 is its
     update in flight, and the request metrics are missing). The backend runs with
-    ``actuation="async"``, on the compiled twin core when it is installed (the same
-    episodes as the Python twin, bit for bit). There, with the default reward, a whole
+    ``actuation="async"``, on the compiled twin core. With the default reward, a whole
     step runs in the core's env kernel, one call a step (:mod:`infragym.envs.kernel`; the
     same episodes as the Python step, which ``env.unwrapped.use_kernel = False`` forces).
 

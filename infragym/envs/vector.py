@@ -6,7 +6,7 @@ sends the actions of every env the env kernel runs (the sim backend on the compi
 core, the default reward: :mod:`infragym.envs.kernel`) to the core in one call, which
 steps them all and writes their observations, rewards, truncations and info data into
 arrays; the infos are batched from those arrays. Envs the kernel does not run take their
-own Python step (their twins advanced in one call too: :func:`infragym.twin.fast.advance_all`).
+own Python step (their twins advanced in one call too: :func:`infragym.twin.twin.advance_all`).
 Resets (and ``NEXT_STEP`` autoresets) run per env in Python, which then hands the env to
 the kernel again. The N envs are the N envs ``gym.make`` would give, with the same seeds:
 the same episodes bit for bit (``tests/envs/test_vector.py``).
@@ -31,7 +31,7 @@ from gymnasium.vector.utils import batch_space, create_empty_array
 from infragym.backends.sim import SimBackend
 from infragym.envs.kernel import KernelBatch
 from infragym.errors import ConfigError
-from infragym.twin.fast import advance_all
+from infragym.twin.twin import advance_all
 
 
 class SimpleK8sWebAppVectorEnv(VectorEnv):

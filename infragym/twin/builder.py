@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from infragym import catalog
@@ -20,7 +21,8 @@ from infragym.apps.workload import (
     Schedule,
 )
 from infragym.errors import ConfigError
-from infragym.twin.cost import CLUSTER, NODE_POOL
+from infragym.graph import ResourceRecord
+from infragym.twin.cost import CLUSTER, HELM_RELEASE, NODE_POOL
 from infragym.twin.model import Autoscaler, Database, NodePool, Workload
 from infragym.twin.units import cpu_cores, memory_gib
 
@@ -35,6 +37,65 @@ release is modelled when it is PostgreSQL: see :func:`database_from_release`).""
 # small floor so that such pods still take a scheduling slot.
 _MIN_CPU_REQUEST = 0.01
 _MIN_MEMORY_REQUEST = 0.01
+
+
+Key = tuple[str, str]
+"""A resource's (type token, logical name)."""
+
+
+@dataclass(eq=False)
+class World:
+    """What the twin simulates, read from the graph: pools, workloads, the database and
+    the HPAs, in the graph's order (the core keeps that order: which pool, which workload
+    first)."""
+
+    pools: dict[Key, NodePool] = field(default_factory=dict)
+    workloads: dict[Key, Workload] = field(default_factory=dict)
+    database: Database | None = None
+    autoscalers: dict[Key, Autoscaler] = field(default_factory=dict)
+
+
+def world(records: Mapping[Key, ResourceRecord], hpa_window_s: float) -> World:
+    """The world of a resource graph: every node pool, then every Deployment, then the
+    first PostgreSQL release's primary pod, and the HPAs on those workloads.
+
+    Raises:
+        ConfigError: Something the twin cannot model (a node size not in the catalogue).
+    """
+    out = World()
+    for key, r in records.items():
+        if r.type == CLUSTER:
+            pool = pool_from_cluster(key, r.inputs)
+        elif r.type == NODE_POOL:
+            pool = pool_from_node_pool(key, r.inputs)
+        else:
+            continue
+        if pool is not None:
+            out.pools[key] = pool
+    for key, r in records.items():
+        if r.type == DEPLOYMENT:
+            out.workloads[key] = workload_from_deployment(key, r.inputs)
+    for key, r in records.items():
+        if r.type == HELM_RELEASE and out.database is None:
+            found = database_from_release(key, r.inputs)
+            if found is not None:
+                out.database, out.workloads[key] = found
+    out.autoscalers = autoscalers(records, out.workloads, hpa_window_s)
+    return out
+
+
+def autoscalers(
+    records: Mapping[Key, ResourceRecord], workloads: Mapping[Key, Workload], window_s: float
+) -> dict[Key, Autoscaler]:
+    """The graph's HPAs whose target is a modelled workload (by name), in graph order."""
+    by_name = {w.name: w for w in workloads.values()}
+    out = {}
+    for key, r in records.items():
+        if r.type == HPA:
+            hpa = autoscaler_from_hpa(key, r.inputs, by_name, window_s)
+            if hpa is not None:
+                out[key] = hpa
+    return out
 
 
 def node_size(slug: str) -> catalog.Size:
@@ -61,10 +122,16 @@ def pool_from_node_pool(key: tuple[str, str], inputs: Mapping[str, Any]) -> Node
 def _pool(key: tuple[str, str], spec: Mapping[str, Any]) -> NodePool:
     count = int(spec.get("nodeCount") or spec.get("minNodes") or 1)
     auto = bool(spec.get("autoScale"))
+    size = node_size(str(spec["size"]))
+    if auto and size.allocatable_cpu <= 0:
+        raise ConfigError(
+            f"node pool {key[1]!r}: size {size.slug} has no allocatable CPU, so the "
+            "cluster autoscaler cannot size the pool by the CPU its Pending pods request"
+        )
     return NodePool(
         key=key,
         name=str(spec.get("name") or key[1]),
-        size=node_size(str(spec["size"])),
+        size=size,
         count=count,
         auto_scale=auto,
         min_nodes=int(spec.get("minNodes") or count) if auto else count,

@@ -1,4 +1,5 @@
-"""The twin's objects: node pools and nodes, workloads and pods, and the timing assumptions.
+"""The twin's objects: what the graph declares (node pools, workloads, HPAs, the
+database), views of the nodes and pods the compiled core holds, and the assumptions.
 
 Every number that is not computed comes from :class:`TwinParams`, with its source.
 """
@@ -55,7 +56,7 @@ class TwinParams:
 
 @dataclass(eq=False, slots=True)
 class Node:
-    """One worker node (a DOKS droplet)."""
+    """One worker node (a DOKS droplet): a copy of the core's, for inspection."""
 
     name: str
     pool: NodePool
@@ -67,7 +68,6 @@ class Node:
     cpu_requested: float = 0.0
     memory_requested: float = 0.0
     removed_at: float | None = None
-    unneeded_since: float | None = None
 
     def ready(self, t: float) -> bool:
         return self.ready_at <= t and (self.removed_at is None or self.removed_at > t)
@@ -82,7 +82,8 @@ class Node:
 
 @dataclass(eq=False, slots=True)
 class NodePool:
-    """A DOKS node pool (the cluster's default pool or a separate KubernetesNodePool)."""
+    """A DOKS node pool (the cluster's default pool or a separate KubernetesNodePool), as
+    declared: its size and node count are the desired ones (the core has the nodes)."""
 
     key: tuple[str, str]
     name: str
@@ -91,34 +92,10 @@ class NodePool:
     auto_scale: bool = False
     min_nodes: int = 1
     max_nodes: int = 1
-    nodes: list[Node] = field(default_factory=list)
-    serial: int = 0
     labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.labels = {POOL_LABEL: self.name, **self.labels}
-
-    def live(self) -> list[Node]:
-        """Nodes not removed (booting or ready)."""
-        return [n for n in self.nodes if n.removed_at is None]
-
-
-@dataclass(eq=False, slots=True)
-class PodBatch:
-    """``count`` identical pods of one workload, created, bound and Ready together.
-
-    Pods of a workload are interchangeable, so the twin keeps them in batches rather
-    than one by one: scheduling and serving then cost per batch, not per pod.
-    ``node`` is ``None`` while the batch is Pending.
-    """
-
-    count: int
-    created_at: float
-    node: Node | None = None
-    ready_at: float = float("inf")
-
-    def ready(self, t: float) -> bool:
-        return self.node is not None and self.ready_at <= t
 
 
 @dataclass(frozen=True)
@@ -135,7 +112,8 @@ class PodView:
 
 @dataclass(eq=False, slots=True)
 class Workload:
-    """A Deployment: replicas of one pod template.
+    """A Deployment: replicas of one pod template, as declared (the core has the pods,
+    kept in batches of identical pods, and the rollouts).
 
     ``role`` is ``heater`` when the container carries a heater work spec, ``siege`` when
     it carries a siege-engine schedule, else ``other`` (scheduled and priced, not served).
@@ -155,19 +133,6 @@ class Workload:
     schedule: Schedule | None = None
     workers: int = 1
     uses_database: bool = False
-    batches: list[PodBatch] = field(default_factory=list)
-    rollout_done_at: float = 0.0
-    prev_cores: float | None = None
-
-    @property
-    def pod_count(self) -> int:
-        return sum(b.count for b in self.batches)
-
-    def ready_count(self, t: float) -> int:
-        return sum(b.count for b in self.batches if b.ready(t))
-
-    def pending_count(self) -> int:
-        return sum(b.count for b in self.batches if b.node is None)
 
     @property
     def template(self) -> tuple:
@@ -194,7 +159,6 @@ class Autoscaler:
     max_replicas: int
     target_utilisation: float
     scale_down_window_s: float
-    history: list[tuple[float, int]] = field(default_factory=list)
 
 
 @dataclass(eq=False, slots=True)

@@ -18,6 +18,11 @@ Model (checked against queueing theory in ``tests/twin/test_queueing.py``):
 A queue whose customers wait for their answer before sending again (a database serving a
 fixed number of worker processes) is a closed queue instead: see
 :func:`finite_source_response`.
+
+The compiled core calls :class:`Queue` (through :mod:`infragym.twin.latency`) for pods
+that are neither M/M/1 nor saturated; :func:`finite_source_response` and
+:func:`where_falls_to` it runs itself, ported with the same operations in the same order
+(the database). Here they are the reference the tests check against simulations.
 """
 
 from __future__ import annotations

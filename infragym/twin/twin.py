@@ -1,78 +1,133 @@
 """The digital twin: a DOKS cluster running the heater under siege, built from a resource graph.
 
-``Twin(records)`` builds node pools, nodes, workloads and autoscalers from the resource
-graph that the layer programs produce under Pulumi's mock runtime. The starting state is
-the deployed one: nodes Ready and pods running. Then:
+``Twin(records)`` reads node pools, workloads, the database and the HPAs from the
+resource graph that the layer programs produce under Pulumi's mock runtime
+(:mod:`infragym.twin.builder`) and hands them to the compiled core, ``infragym._twin_core``
+(``native/`` in the repository, built by ``pip install -e .``), which holds the world
+from then on and runs its step loop. The starting state is the deployed one: nodes Ready
+and pods running. Then:
 
 - :meth:`Twin.set_property` applies a knob: it writes the twin's copy of a resource's
-  inputs and re-reads the resource, so a changed node count boots or removes nodes, a
-  changed size replaces the pool's nodes (new ones first, as DOKS does), a changed
-  replica count adds or removes pods, and a changed pod template rolls the pods. Pool
-  changes of one instant are reconciled together, as one ``pulumi up`` applies them.
-- :meth:`Twin.advance` moves time on. Inside a step it cuts the time at every event
-  (a node Ready, a pod Ready, a node removed) and treats each piece analytically: every
-  Ready heater pod is an M/G/c queue (``c`` = its worker processes) fed an equal share of
-  the siege-engine's arrivals, as kube-proxy's iptables mode picks a backend at random.
-  Overloaded pods answer at capacity and shed the rest (503), requests queued beyond the
-  heater's timeout fail, and a CPU limit or a crowded node slows service.
-- :meth:`Twin.metrics` gives every named metric of :mod:`infragym.metrics` for the step.
+  inputs and tells the core what changed. The common knobs (replicas, a pod's CPU limit,
+  a fixed pool's node count or size) are one op each; any other property re-reads its
+  resource (a Deployment, a pool, the HPAs, the database) and hands the core the result.
+- :meth:`Twin.request` sets knob values as desired state, one update per layer at a time
+  (asynchronous actuation, :class:`~infragym.updates.LayerQueue`).
+- :meth:`Twin.advance` moves time on: the core cuts the step at every event (a node or
+  pod Ready, a rollout done, a node removed, an update complete) and treats each piece
+  analytically: every Ready heater pod is an M/G/c queue fed an equal share of the
+  siege-engine's arrivals, and the database a closed queue of the pods' workers. It
+  returns every named metric of :mod:`infragym.metrics` for the step.
 
 Deterministic for a given seed: the only randomness is the optional arrival noise.
+Copies (``copy.deepcopy``) fork the core; pickles replay the twin's history on a new core
+(the core's state does not pickle), which brings it to the same state.
 """
 
 from __future__ import annotations
 
 import copy
-import heapq
-import math
+import importlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from infragym.apps.workload import CpuWork
-from infragym.catalog import Size
+from infragym.apps.workload import Schedule, Trace
+from infragym.catalog import Size, unknown_choice
 from infragym.errors import ConfigError
 from infragym.graph import Change, ResourceRecord
-from infragym.knobs import get_path, parse_path
+from infragym.knobs import get_path, parse_path, set_path
 from infragym.twin import builder
-from infragym.twin.cost import (
-    CLUSTER,
-    HELM_RELEASE,
-    NODE_POOL,
-    hourly_cost,
-    resource_hourly_cost,
-)
+from infragym.twin.cost import CLUSTER, NODE_POOL, hourly_cost, resource_hourly_cost
+from infragym.twin.hpa import hpa_proposal
+from infragym.twin.latency import EXP_QUANTILES, pod_latency
 from infragym.twin.model import (
     Autoscaler,
     Database,
     Node,
     NodePool,
-    PodBatch,
     PodView,
     TwinParams,
     Workload,
 )
-from infragym.twin.queueing import Queue, finite_source_response, where_falls_to
 from infragym.updates import LayerQueue, Update
 
-_NAN = float("nan")
-_MISSING = object()
-_EXP_QUANTILES = tuple(-math.log(1.0 - q) for q in (0.5, 0.95, 0.99))
-"""The p50, p95 and p99 of an exponential distribution of rate 1."""
-_QUANTILES: dict[tuple, tuple[float, float, float, float]] = {}
-"""Pod latency memo shared by all twins: (c, mu, lam, scv, timeout) → (p50, p95, p99, fail)."""
-_INF = float("inf")
-_DB_RESPONSES: dict[tuple, float] = {}
-"""Database response memo shared by all twins: (workers, servers, query s, rate) → R (inf:
-overloaded, when R depends on the pods too)."""
+__all__ = ["CPU_LIMIT_PATH", "ENGINES", "Twin", "advance_all", "hpa_proposal", "make_twin"]
 
 CPU_LIMIT_PATH = "spec.template.spec.containers[0].resources.limits.cpu"
-"""The Deployment property of a CPU-limit knob (it has a fast path in :meth:`Twin.set_property`)."""
+"""The Deployment property of a CPU-limit knob (one of the common knobs)."""
+
+ENGINES = ("auto", "native")
+"""Accepted values of the sim backend's ``twin_engine`` option: both are the compiled twin
+(the Python twin, ``python``, was retired)."""
+
+METRIC_NAMES = (
+    "request_rate", "offered_rate", "latency_p50", "latency_p95", "latency_p99",
+    "error_ratio", "cpu_utilisation_requests", "cpu_utilisation_limits",
+    "replicas_desired", "replicas_ready", "nodes_ready", "pods_pending", "cost_hourly",
+    "replicas_starting", "nodes_booting", "next_node_ready_s",
+)  # fmt: skip
+"""The metrics the core returns, in this order."""
+
+_ROLES = {"other": 0, "heater": 1, "siege": 2, "database": 3}
+_MISSING: Any = object()
+_INF = float("inf")
+_NO_SIZE = (0, 0.0, 0.0, 0.0)
+"""The size field of a core op that sets no size."""
+
+Key = tuple[str, str]
+LogEntry = tuple[Any, ...] | float
+"""What a :class:`Twin` has done since it was built, for replay: the seconds of an
+advance, ``("set", key, path, value)``, ``("request", changes)``, ``("deployed", values)``,
+``("schedule", key, schedule)`` or ``("reseed", seed)``."""
+
+
+class ReferenceNeeded(Exception):
+    """Not one of the common knobs (:meth:`Twin._core_op`): the general path makes it.
+
+    (The name dates from when such changes went to the Python twin; that twin is retired.)
+    """
+
+
+def core_module() -> Any | None:
+    """The compiled core's module, or ``None`` when ``infragym._twin_core`` is not built."""
+    try:
+        return importlib.import_module("infragym._twin_core")
+    except ImportError:
+        return None
+
+
+def _require_core() -> Any:
+    module = core_module()
+    if module is None:
+        raise ConfigError(
+            "the compiled twin core (infragym._twin_core) is not built: reinstall "
+            "infragym from its clone with pip install -e . (needs a Rust toolchain, "
+            "rustup.rs)"
+        )
+    return module
+
+
+class _LoggedQueue(LayerQueue):
+    """A layer queue that logs what is recorded as deployed (the twin's replay needs it:
+    a change back to a deployed value is coalesced away)."""
+
+    def __init__(self, log: list[LogEntry]) -> None:
+        super().__init__()
+        self._log = log
+
+    def deployed(self, values: Mapping[str, Any]) -> None:
+        super().deployed(values)
+        self._log.append(("deployed", dict(values)))
 
 
 class Twin:
-    """A simulated deployment built from a resource graph.
+    """A simulated deployment built from a resource graph, stepped by the compiled core.
+
+    ``pools``, ``workloads``, ``database`` and ``autoscalers`` are what the graph
+    declares (names, sizes, templates, bounds), kept current as properties change; the
+    nodes and pods live in the core, and :meth:`nodes` and :meth:`pods` read them.
 
     Args:
         records: The resource graph (custom resources with camelCase inputs).
@@ -81,8 +136,13 @@ class Twin:
 
     Attributes:
         fast_paths: Apply the common knobs (replicas, a container's CPU limit, a fixed
-            pool's node count) directly rather than by re-reading the resource. Same
-            result either way; the switch is there so that tests can check that.
+            pool's node count or size) as one op each rather than by re-reading the
+            resource. Same result either way; the switch is there so that tests can
+            check that.
+
+    Raises:
+        ConfigError: The extension is not built, or the graph has something the twin
+            cannot model (a node size not in the catalogue).
     """
 
     fast_paths: bool = True
@@ -93,67 +153,43 @@ class Twin:
         seed: int | None = None,
         params: TwinParams | None = None,
     ) -> None:
-        self.params = params or TwinParams()
-        self.rng = random.Random(seed)
+        module = _require_core()
+        self.params = params = params or TwinParams()
+        self.records: dict[Key, ResourceRecord] = {(r.type, r.name): r for r in records}
+        # What rebuilds this twin (pickle replays it, see __reduce__): the graph, the seed
+        # and the parameters, then what it did since, in order (see LogEntry).
+        self._origin = (records, seed, params)
+        self._log: list[LogEntry] = []
+        self._logging = True  # off inside request, which logs itself
+        self.queue: LayerQueue = _LoggedQueue(self._log)
         self.t = 0.0
         self.cost_usd = 0.0
-        self.records: dict[tuple[str, str], ResourceRecord] = {}
-        self.pools: dict[tuple[str, str], NodePool] = {}
-        self.workloads: dict[tuple[str, str], Workload] = {}
-        self.autoscalers: dict[tuple[str, str], Autoscaler] = {}
-        self._next_event = _INF
-        self._first_removal = _INF  # earliest removed_at among the nodes
-        # Caches kept by _refresh_nodes: the Ready nodes (pool order), what they cost with
-        # the static graph, and the next node boot. Invalid when _nodes_dirty is set.
-        self._ready: list[Node] = []
-        self._hourly = 0.0
-        self._next_node_ready = _INF
-        self._nodes_dirty = True
-        # Whether anything that could let a Pending pod bind changed since _schedule ran.
-        self._sched_dirty = True
-        self._autoscaling = False
-        self._planned_at = -_INF  # when _plan last ran
-        self._quantile_cache = _QUANTILES
+        self.update_timeouts = 0  # Deployment updates that hit the await timeout
+        self._last: dict[str, float] = {}
         # Records are shared with the backend's graph cache: copy one before writing it.
         self._own_ids: set[int] = set()  # ids of the input containers the twin has copied
-        self._changed_pools: list[NodePool] = []  # reconciled at the next plan
         self._slots: dict[tuple[str, str, str], tuple] = {}  # see _property_slot
-        self.queue = LayerQueue()
         # Layer → (its update in flight, the pools and workloads it changed, its deadline).
-        self._updates: dict[str, tuple[Update, list[NodePool], list[tuple[str, str]], float]] = {}
-        self._booting = 0  # nodes booting (kept by _refresh_nodes)
-        self.update_timeouts = 0  # Deployment updates that hit the await timeout
-        for r in records:
-            self.records[(r.type, r.name)] = r
-        for key, r in self.records.items():
-            if r.type == CLUSTER:
-                pool = builder.pool_from_cluster(key, r.inputs)
-            elif r.type == NODE_POOL:
-                pool = builder.pool_from_node_pool(key, r.inputs)
-            else:
-                continue
-            if pool is not None:
-                self.pools[key] = pool
-                self._add_nodes(pool, pool.count, ready_at=0.0)
-        for key, r in self.records.items():
-            if r.type == builder.DEPLOYMENT:
-                w = builder.workload_from_deployment(key, r.inputs)
-                self.workloads[key] = w
-                self._add_pods(w, w.replicas)
-        self.database: Database | None = None
-        for key, r in self.records.items():
-            if r.type == HELM_RELEASE and self.database is None:
-                found = builder.database_from_release(key, r.inputs)
-                if found is not None:
-                    self.database, w = found
-                    self.workloads[key] = w
-                    self._add_pods(w, w.replicas)
-        self._rebuild_autoscalers()
-        self._static_hourly = self._static_cost()
-        self._refresh_nodes(0.0)
-        self._schedule(0.0, startup=0.0)
-        self._current = self._serving_plan(0.0)
-        self._last: dict[str, float] = {}
+        self._updates: dict[str, tuple[Update, list[NodePool], list[Key], float]] = {}
+        self._layer_ids: dict[str, int] = {}  # layer → the core's id of it
+        self._layer_names: list[str] = []
+        self._size_ids: dict[str, int] = {}
+        self._sizes: list[Size] = []
+        self._templates: list[tuple] = []
+        self._hpa_ids: dict[Key, int] = {}
+        # Memos of what a knob value means: (type, value) → size; (workload, type, value) → limit.
+        self._sizes_by_value: dict[tuple | None, tuple[int, float, float, float]] = {}
+        self._limits: dict[tuple | None, float | None] = {}
+
+        world = builder.world(self.records, params.hpa_scale_down_window_s)
+        self.pools: dict[Key, NodePool] = world.pools
+        self.workloads: dict[Key, Workload] = world.workloads
+        self.database: Database | None = world.database
+        self.autoscalers: dict[Key, Autoscaler] = world.autoscalers
+        self._pool_index = {key: p for p, key in enumerate(self.pools)}
+        self._workload_index = {key: w for w, key in enumerate(self.workloads)}
+        self._workload_keys = list(self.workloads)
+        self._static_hourly = hourly_cost(self.records.values(), include_nodes=False)
         self._unmodelled = tuple(
             sorted(
                 f"{r.type} {r.name}"
@@ -162,17 +198,163 @@ class Twin:
                 and (self.database is None or key != self.database.key)
             )
         )
+        self._core = self._build_core(module, seed)
 
-    def __getstate__(self) -> dict[str, Any]:
-        """For copy and pickle: everything but the latency memo shared by all twins."""
+    def _build_core(self, module: Any, seed: int | None) -> Any:
+        """The core, holding the deployed world: every pool's nodes Ready, every pod bound
+        where the scheduler puts it and Ready, at time 0."""
+        params = self.params
+        pools = list(self.pools.values())
+        pool_states = []
+        for pool in pools:
+            size = self._size_tuple(pool.size)
+            nodes = [(i, size, 0.0, 0.0, None, 0.0, 0.0) for i in range(1, pool.count + 1)]
+            pool_states.append((size, pool.count, pool.count, nodes))
+        workload_states = []
+        for w in self.workloads.values():
+            spec = self._workload_spec(w, w.replicas)
+            batches = [(w.replicas, 0.0, None, _INF)] if w.replicas > 0 else []
+            # (role, replicas, requests, limit, workers, work, schedule, pool fits, batches,
+            # rollout done at, CPU of the pods before the rollout)
+            workload_states.append((*spec[:8], spec[9], batches, 0.0, None))
+        # The arrival noise: this generator's state, taken over by the core.
+        _, words, gauss_next = random.Random(seed).getstate()
+        noise = (list(words[:-1]), words[-1], gauss_next) if params.noise else None
+        core = module.Core(
+            pool_states,
+            workload_states,
+            self._static_hourly,
+            params.node_boot_s,
+            params.pod_startup_s,
+            EXP_QUANTILES,
+            pod_latency,
+            (0.0, _INF, _INF, -_INF, 0.0),  # t, next event, first removal, planned at, cost
+            True,
+            noise,
+            list(METRIC_NAMES),
+            params.deployment_await_s,
+        )
+        core.set_templates([self._template_id(w) for w in self.workloads.values()])
+        # The autoscalers' settings even with none yet: a property change may add one.
+        core.set_autoscalers(self._hpa_specs(self.autoscalers), params.hpa_tolerance)
+        scaled = [
+            (p, pool.min_nodes, pool.max_nodes) for p, pool in enumerate(pools) if pool.auto_scale
+        ]
+        core.set_cluster_autoscaler(
+            scaled, params.ca_scale_down_unneeded_s, params.ca_scale_down_utilisation
+        )
+        if self.database is not None:
+            queries = [i for i, w in enumerate(self.workloads.values()) if self._queries(w)]
+            core.set_database(queries, self.database.cores, params.db_query_ms)
+        core.deploy()
+        return core
+
+    # ----------------------------------------------------------------- what the core takes
+
+    def _size_tuple(self, size: Size) -> tuple[int, float, float, float]:
+        """(id, allocatable CPU, allocatable GiB, $/h): what the core knows of a size."""
+        sid = self._size_ids.get(size.slug)
+        if sid is None:
+            sid = self._size_ids[size.slug] = len(self._sizes)
+            self._sizes.append(size)
+        return (sid, size.allocatable_cpu, size.allocatable_memory_gib, size.price_hourly_usd)
+
+    def _template_id(self, w: Workload) -> int:
+        """An id of what makes ``w``'s pod template besides its requests and limit (its
+        node selector, work and schedule): the core compares these ids, requests and
+        limits to tell a rolling update from a scale."""
+        template = (tuple(sorted(w.node_selector.items())), w.work, w.schedule)
+        for i, known in enumerate(self._templates):
+            if known == template:
+                return i
+        self._templates.append(template)
+        return len(self._templates) - 1
+
+    def _queries(self, w: Workload) -> bool:
+        """Whether ``w``'s requests each run a query on the graph's database."""
+        return (
+            w.role == "heater"
+            and w.work is not None
+            and w.uses_database
+            and self.database is not None
+        )
+
+    def _hpa_specs(self, autoscalers: Mapping[Key, Autoscaler]) -> list[tuple]:
+        """The HPAs as the core takes them: (key id, workload, min, max, target, window)."""
+        specs = []
+        for key, h in autoscalers.items():
+            hid = self._hpa_ids.setdefault(key, len(self._hpa_ids))
+            specs.append(
+                (
+                    hid,
+                    self._workload_index[h.target.key],
+                    h.min_replicas,
+                    h.max_replicas,
+                    h.target_utilisation,
+                    h.scale_down_window_s,
+                )
+            )
+        return specs
+
+    def _workload_spec(self, w: Workload, replicas: int | None) -> tuple:
+        """A workload as the core's workload op takes it (``replicas`` ``None``: the core
+        keeps its count)."""
+        if w.role not in _ROLES:
+            raise ConfigError(f"workload {w.name!r}: the twin models no role {w.role!r}")
+        work = w.work
+        return (
+            _ROLES[w.role],
+            replicas,
+            w.cpu_request,
+            w.memory_request,
+            w.cpu_limit,
+            w.workers,
+            None if work is None else (work.scv, work.timeout_s, work.mean_ms / 1000.0),
+            None if w.schedule is None else _schedule_spec(w.schedule),
+            self._queries(w),
+            [
+                all(pool.labels.get(k) == v for k, v in w.node_selector.items())
+                for pool in self.pools.values()
+            ],
+            self._template_id(w),
+        )
+
+    # ----------------------------------------------------------------- copies
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Twin:
+        """A fork: the core copied in Rust, the rest as for any object, except what the
+        twin shares with the graph it was built from (nothing writes that)."""
+        dup = object.__new__(type(self))
+        memo[id(self)] = dup
+        memo[id(self._origin)] = self._origin
+        owned = [key for key, r in self.records.items() if id(r.inputs) in self._own_ids]
+        for key, record in self.records.items():
+            if key not in owned:
+                memo[id(record)] = record
+        for name, value in self.__dict__.items():
+            if name == "_core":
+                dup._core = value.copy()
+            else:
+                setattr(dup, name, copy.deepcopy(value, memo))
+        dup._own_ids = _container_ids(dup.records, owned)
+        return dup
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle by replay: the compiled core's state does not pickle.
+
+        The copy is built from the same graph, seed and parameters, and replays this
+        twin's property changes and advances in order, which brings its core to the same
+        state (the core is deterministic); the Python-side attributes are then copied as
+        for any object. Replaying costs about what the steps cost the first time.
+        """
         state = self.__dict__.copy()
-        del state["_quantile_cache"]
-        return state
+        del state["_core"]
+        return (_replayed, (self._origin, list(self._log)), state)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """A copy shares the module's latency memo again (a pure function's values)."""
+        """After unpickling every record is the twin's own (pickle made new objects)."""
         self.__dict__.update(state)
-        self._quantile_cache = _QUANTILES
+        self._own_ids = _container_ids(self.records, list(self.records))
 
     # ----------------------------------------------------------------- inspection
 
@@ -186,38 +368,55 @@ class Twin:
         """The metrics of the last step (not a copy)."""
         return self._last
 
+    def metrics(self) -> dict[str, float]:
+        """The metrics of the last step (empty before the first)."""
+        return dict(self._last)
+
     def inputs(self, type_token: str, name: str) -> dict[str, Any]:
         """A resource's current inputs, knob values applied (read-only: parts of them are
         shared with other twins built from the same cached graph; change them with
         :meth:`set_property`)."""
         return self._record(type_token, name).inputs  # type: ignore[return-value]
 
+    def _pool_nodes(self) -> dict[int, Node]:
+        """Copies of the pools' nodes (removed ones too, until dropped), by core id."""
+        pools = list(self.pools.values())
+        nodes = {}
+        for row in self._core.pool_nodes():
+            nid, p, serial, sid, created, ready_at, removed_at, cpu_req, mem_req = row
+            pool, size = pools[p], self._sizes[sid]
+            cpu, memory = size.allocatable_cpu, size.allocatable_memory_gib
+            node = Node(f"{pool.name}-{serial}", pool, size, created, ready_at, cpu, memory)
+            node.cpu_requested, node.memory_requested = cpu_req, mem_req
+            node.removed_at = removed_at
+            nodes[nid] = node
+        return nodes
+
     def nodes(self) -> list[Node]:
-        """Live nodes (booting or Ready), all pools, with pool changes applied."""
-        if self._changed_pools:
-            self._reconcile_pools()
-        return [n for p in self.pools.values() for n in p.live()]
+        """Live nodes (booting or Ready), all pools, with pool changes applied (copies)."""
+        return [n for n in self._pool_nodes().values() if n.removed_at is None]
 
     def all_nodes(self) -> list[Node]:
-        """Every pool's nodes: booting, Ready, or removed and not dropped yet (draining)."""
-        if self._changed_pools:
-            self._reconcile_pools()
-        return [n for p in self.pools.values() for n in p.nodes]
+        """Every pool's nodes: booting, Ready, or removed and not dropped yet (copies)."""
+        return list(self._pool_nodes().values())
 
     def pods(self) -> list[PodView]:
-        """All pods, all workloads, one by one (for inspection; the twin uses batches)."""
+        """All pods, one by one (copies of the core's state, for inspection)."""
+        nodes = self._pool_nodes()
+        workloads = list(self.workloads.values())
         return [
-            PodView(w, b.node, b.ready_at)
-            for w in self.workloads.values()
-            for b in w.batches
-            for _ in range(b.count)
+            PodView(workloads[wi], None if nid is None else nodes[nid], ready_at)
+            for wi, count, nid, ready_at in self._core.batches()
+            for _ in range(count)
         ]
 
     def hourly_cost(self) -> float:
         """USD per hour now: Ready nodes plus everything else in the graph."""
-        if self._nodes_dirty or self._next_node_ready <= self.t:
-            self._refresh_nodes(self.t)
-        return self._hourly
+        return self._core.hourly_cost()
+
+    def updates_in_flight(self) -> dict[str, float]:
+        """Layer → seconds its update has been in flight."""
+        return {layer: self.t - u.started_at for layer, (u, *_) in self._updates.items()}
 
     def _record(self, type_token: str, name: str) -> ResourceRecord:
         try:
@@ -227,9 +426,6 @@ class Twin:
             raise ConfigError(
                 f"no resource {type_token} named {name!r} in the graph; it has: {have}"
             ) from None
-
-    def _static_cost(self) -> float:
-        return hourly_cost(self.records.values(), include_nodes=False)
 
     # ----------------------------------------------------------------- knobs
 
@@ -258,120 +454,14 @@ class Twin:
         parent[leaf] = value
         try:
             apply(value)
-        except Exception:  # a ConfigError, or FastTwin's ReferenceNeeded
+        except Exception:
             if previous is _MISSING:
                 del parent[leaf]
             else:
                 parent[leaf] = previous
             raise
-        self._next_event = self.t  # re-plan from now
-
-    # ----------------------------------------------------------------- layer updates
-
-    def request(self, changes: Sequence[Change]) -> tuple[list[str], list[str]]:
-        """Set knob values as desired state, reconciled one update per layer at a time.
-
-        What a real engine does (DESIGN, "The flow of one step"): a layer with no update
-        in flight starts one now; a change to a layer whose update is in flight waits in
-        the layer's queue (:class:`~infragym.updates.LayerQueue`), coalesced, and
-        starts the moment that update completes. An update completes when what it changed
-        has converged: a node pool when all its nodes are Ready at the new size and count
-        and the old ones are gone (the DigitalOcean provider waits for the pool to be
-        running); a Deployment when its rollout is done and every replica is Ready, or
-        after :attr:`TwinParams.deployment_await_s` (the Kubernetes provider's await
-        timeout; the change stays made and :attr:`update_timeouts` counts it). Nothing
-        started is cancelled.
-
-        Returns:
-            The layers whose update started now, and those whose changes wait.
-
-        Raises:
-            ConfigError: A change the twin cannot model: that update's changes are undone
-                and the queue's requests are as they were. An update of another layer
-                that started earlier in the same request stays started (separate stacks'
-                updates would too); the envs never meet this, since their knob values
-                are checked against the knobs' domains first.
-        """
-        queued = [c.knob.layer for c in changes if c.knob.layer in self._updates]
-        saved = (dict(self.queue.requested), {k: dict(v) for k, v in self.queue.queued.items()})
-        started = self.queue.request(changes, self.t)
-        for i, update in enumerate(started):
-            try:
-                self._start_update(update)
-            except Exception:
-                for undone in started[i:]:
-                    del self.queue.in_flight[undone.layer]
-                self.queue.requested, self.queue.queued = saved
-                raise
-        return [u.layer for u in started], list(dict.fromkeys(queued))
-
-    def _start_update(self, update: Update) -> None:
-        """Apply an update's changes to the world and watch it until it completes."""
-        pools: list[NodePool] = []
-        workloads: list[tuple[str, str]] = []
-        made: list[tuple[Change, Any]] = []
-        try:
-            for change in update.changes:
-                knob = change.knob
-                key = (knob.type, knob.resource)
-                try:
-                    before = get_path(self._record(*key).inputs, knob.path)
-                except ConfigError:  # not set yet
-                    before = _MISSING
-                self.set_property(knob.type, knob.resource, knob.path, change.value)
-                made.append((change, before))
-                if key in self.pools and self.pools[key] not in pools:
-                    pools.append(self.pools[key])
-                elif key in self.workloads and key not in workloads:
-                    workloads.append(key)
-        except Exception:
-            for change, before in reversed(made):  # all or nothing, as one `up` would be
-                if before is not _MISSING:
-                    knob = change.knob
-                    self.set_property(knob.type, knob.resource, knob.path, before)
-            raise
-        deadline = self.t + self.params.deployment_await_s if workloads else _INF
-        self._updates[update.layer] = (update, pools, workloads, deadline)
-
-    def _settle_updates(self, t: float) -> bool:
-        """Complete the updates that are done at ``t``; start what waited for them.
-
-        Returns:
-            Whether a queued update started (the world changed: plan again).
-        """
-        started = False
-        for layer, (_, pools, workloads, deadline) in list(self._updates.items()):
-            converged = all(self._pool_converged(p, t) for p in pools) and all(
-                self._rollout_done(self.workloads[k], t) for k in workloads
-            )
-            if not converged and t < deadline:
-                continue
-            if not converged:
-                self.update_timeouts += 1
-            del self._updates[layer]
-            nxt = self.queue.complete(layer, t)
-            if nxt is not None:
-                self._start_update(nxt)
-                started = True
-        return started
-
-    @staticmethod
-    def _pool_converged(pool: NodePool, t: float) -> bool:
-        slug = pool.size.slug
-        nodes = pool.nodes
-        return len(nodes) == pool.count and all(
-            n.removed_at is None and n.ready_at <= t and n.size.slug == slug for n in nodes
-        )
-
-    @staticmethod
-    def _rollout_done(w: Workload, t: float) -> bool:
-        return (
-            w.rollout_done_at <= t and w.pod_count == w.replicas and w.ready_count(t) == w.replicas
-        )
-
-    def updates_in_flight(self) -> dict[str, float]:
-        """Layer → seconds its update has been in flight."""
-        return {layer: self.t - u.started_at for layer, (u, *_) in self._updates.items()}
+        if self._logging:
+            self._log.append(("set", (type_token, name), path, value))
 
     def _property_slot(
         self, type_token: str, name: str, path: str
@@ -385,19 +475,17 @@ class Twin:
         record = self._owned_record(key)
         parts = parse_path(path)
         parent = self._own_containers(record, parts[:-1], path)
-        # Fast paths for the knobs agents turn most: each does what _apply_property does
-        # for that property, without re-reading the whole resource.
         if self.fast_paths:
-            if type_token == builder.DEPLOYMENT:
+            if type_token == builder.DEPLOYMENT and key in self._workload_index:
                 if path == "spec.replicas":
                     return parent, parts[-1], partial(self._set_replicas, key)
                 if path == CPU_LIMIT_PATH:
-                    return parent, parts[-1], partial(self._set_pod_cpu_limit, key, record)
+                    return parent, parts[-1], partial(self._set_pod_cpu_limit, key)
             elif type_token == NODE_POOL and path in ("nodeCount", "size"):
-                return parent, parts[-1], partial(self._set_pool_property, key, record, path)
-        return parent, parts[-1], partial(self._apply_property, key, record, path)
+                return parent, parts[-1], partial(self._set_pool_property, key, path)
+        return parent, parts[-1], partial(self._apply_property, key)
 
-    def _owned_record(self, key: tuple[str, str]) -> ResourceRecord:
+    def _owned_record(self, key: Key) -> ResourceRecord:
         """The twin's own record of a resource: a copy of the top level of its inputs.
 
         Records are shared with the backend's graph cache, so the twin writes only into
@@ -441,840 +529,565 @@ class Twin:
             parent = child
         return parent
 
-    def _set_replicas(self, key: tuple[str, str], value: Any) -> None:
-        w = self.workloads[key]
-        w.replicas = int(value)
-        self._scale(w, w.replicas)
+    def _slot(self, key: Key, path: str) -> tuple[Any, str | int, Any]:
+        """:meth:`set_property`'s slot of a property (container, key, handler)."""
+        slot = self._slots.get((*key, path))
+        if slot is None:
+            slot = self._slots[(*key, path)] = self._property_slot(*key, path)
+        return slot
 
-    def _set_pod_cpu_limit(self, key: tuple[str, str], record: ResourceRecord, _: Any) -> None:
-        self._set_cpu_limit(self.workloads[key], builder.deployment_cpu_limit(record.inputs))
+    def _set_replicas(self, key: Key, value: Any) -> None:
+        replicas = _integer(value)
+        self._core.set_replicas(self._workload_index[key], replicas)
+        self.workloads[key].replicas = replicas
 
-    def _set_pool_property(
-        self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
-    ) -> None:
+    def _set_pod_cpu_limit(self, key: Key, value: Any) -> None:
+        limit = self._limit_of(key, value)
+        self._core.set_cpu_limit(self._workload_index[key], limit)
+        self.workloads[key].cpu_limit = limit
+
+    def _set_pool_property(self, key: Key, path: str, value: Any) -> None:
         pool = self.pools[key]
-        if pool.auto_scale:  # the autoscaler owns the count: take the general path
-            self._apply_property(key, record, path, value)
+        if pool.auto_scale:  # the autoscaler's bounds too: the general path
+            self._apply_property(key, value)
         elif path == "nodeCount":
-            self._change_pool(pool, count=int(value))
+            pool.count = _integer(value)
+            self._core.set_pool_count(self._pool_index[key], pool.count)
         else:
-            self._change_pool(pool, size=builder.node_size(str(value)))
+            size = self._size_of(value)
+            self._core.set_pool_size(self._pool_index[key], size)
+            pool.size = self._sizes[size[0]]
 
-    def _apply_property(
-        self, key: tuple[str, str], record: ResourceRecord, path: str, value: Any
-    ) -> None:
-        """Re-read a changed resource and bring the world to it (the general path)."""
+    def _describe(self, op: tuple) -> None:
+        """Bring the declared objects to a common knob's op the core made."""
+        kind, index = op[0], op[1]
+        if kind == 0:
+            self.workloads[self._workload_keys[index]].replicas = op[2]
+        elif kind == 1:
+            self.workloads[self._workload_keys[index]].cpu_limit = op[3]
+        elif kind == 2:
+            list(self.pools.values())[index].count = op[2]
+        else:
+            list(self.pools.values())[index].size = self._sizes[op[4][0]]
+
+    def _apply_property(self, key: Key, value: Any) -> None:
+        """Re-read a changed resource and bring the core's world to it (the general path)."""
+        ops, commit = self._property_ops(key, self.records, replicas_known=True)
+        for op in ops:
+            self._core.apply_op(op)
+        commit()
+
+    def _limit_of(self, key: Key, value: Any) -> float | None:
+        """The pod CPU limit of Deployment ``key`` with its CPU-limit knob at ``value``.
+
+        The pod's limit is a function of this value alone here: any other change to the
+        Deployment re-reads it whole, so its other containers stay as they were. Computed
+        with the value written into the twin's inputs, which are left as they were.
+        """
+        memo = (key, type(value), value) if _plain(value) else None  # typed: 1 is not True
+        limit = self._limits.get(memo, _MISSING)
+        if limit is _MISSING:
+            parent, leaf, _ = self._slot(key, CPU_LIMIT_PATH)
+            previous = parent.get(leaf, _MISSING)
+            parent[leaf] = value
+            try:
+                limit = builder.deployment_cpu_limit(self.records[key].inputs)
+            finally:
+                if previous is _MISSING:
+                    del parent[leaf]
+                else:
+                    parent[leaf] = previous
+            if memo is not None:
+                self._limits[memo] = limit
+        return limit
+
+    def _size_of(self, value: Any) -> tuple[int, float, float, float]:
+        """What the core knows of the node size a pool's size knob at ``value`` names."""
+        memo = (type(value), value) if _plain(value) else None
+        size = self._sizes_by_value.get(memo)
+        if size is None:
+            size = self._size_tuple(builder.node_size(str(value)))
+            if memo is not None:
+                self._sizes_by_value[memo] = size
+        return size
+
+    def _property_ops(
+        self, key: Key, records: Mapping[Key, ResourceRecord], replicas_known: bool
+    ) -> tuple[list[tuple], Callable[[], None]]:
+        """The core's ops for a resource re-read from ``records`` (the general path), and
+        what records the re-read objects on this side.
+
+        Args:
+            replicas_known: Whether a Deployment's replica count in ``records`` is the one
+                to scale to (a change made now), or the core's count stands (a change
+                translated now and made when a queued update starts: an HPA may change
+                the count meanwhile).
+
+        Raises:
+            ConfigError: Something the twin cannot model.
+        """
         type_token = key[0]
+        inputs = records[key].inputs
+        ops: list[tuple] = []
+        commits: list[Callable[[], None]] = []
         if type_token in (CLUSTER, NODE_POOL):
             build = (
                 builder.pool_from_cluster if type_token == CLUSTER else builder.pool_from_node_pool
             )
-            new = build(key, record.inputs)
-            if new is not None:
-                pool = self.pools[key]
-                pool.auto_scale, pool.min_nodes, pool.max_nodes = (
-                    new.auto_scale,
-                    new.min_nodes,
-                    new.max_nodes,
-                )
-                self._refresh_autoscaling()
-                self._change_pool(pool, new.count, new.size)
-        elif type_token == builder.DEPLOYMENT:
-            self._update_workload(
-                self.workloads[key], builder.workload_from_deployment(key, record.inputs)
-            )
+            new_pool = build(key, inputs)
+            if new_pool is not None and key in self._pool_index:
+                bounds = (new_pool.min_nodes, new_pool.max_nodes) if new_pool.auto_scale else None
+                size = self._size_tuple(new_pool.size)
+                ops.append((5, self._pool_index[key], (new_pool.count, size, bounds)))
+                commits.append(partial(self._commit_pool, key, new_pool))
+        elif type_token == builder.DEPLOYMENT and key in self._workload_index:
+            new = builder.workload_from_deployment(key, inputs)
+            replicas = new.replicas if replicas_known else None
+            ops.append((4, self._workload_index[key], self._workload_spec(new, replicas)))
+            commits.append(partial(self.workloads.__setitem__, key, new))
         elif type_token == builder.HPA:
-            self._rebuild_autoscalers()
+            hpas = builder.autoscalers(records, self.workloads, self.params.hpa_scale_down_window_s)
+            ops.append((6, 0, self._hpa_specs(hpas)))
+            commits.append(partial(setattr, self, "autoscalers", hpas))
         elif self.database is not None and key == self.database.key:
-            found = builder.database_from_release(key, record.inputs)
+            found = builder.database_from_release(key, inputs)
             if found is not None:
-                self.database, pod = found
-                self._update_workload(self.workloads[key], pod)
+                database, pod = found
+                ops.append((8, 0, database.cores))
+                ops.append((4, self._workload_index[key], self._workload_spec(pod, 1)))
+                commits.append(partial(setattr, self, "database", database))
+                commits.append(partial(self.workloads.__setitem__, key, pod))
         if (
             type_token != NODE_POOL
-            and resource_hourly_cost(record, include_nodes=False) is not None
+            and resource_hourly_cost(records[key], include_nodes=False) is not None
         ):
-            self._static_hourly = self._static_cost()
-            self._nodes_dirty = True
+            static = hourly_cost(records.values(), include_nodes=False)
+            ops.append((7, 0, static))
+            commits.append(partial(setattr, self, "_static_hourly", static))
 
-    def _set_cpu_limit(self, w: Workload, limit: float | None) -> None:
-        """What :meth:`_update_workload` does when only the pod CPU limit changes."""
-        if limit == w.cpu_limit:
-            return
-        prev_cores = w.cores_per_pod
-        w.cpu_limit = limit
-        w.rollout_done_at = self.t + self.params.pod_startup_s
-        w.prev_cores = prev_cores
+        def commit() -> None:
+            for one in commits:
+                one()
 
-    def _change_pool(
-        self, pool: NodePool, count: int | None = None, size: Size | None = None
-    ) -> None:
-        """Record a pool's new node count or size; :meth:`_reconcile_pools` acts on it."""
-        if count is not None:
-            pool.count = count
-        if size is not None:
-            pool.size = size
-        if pool not in self._changed_pools:
-            self._changed_pools.append(pool)
+        return ops, commit
 
-    def _reconcile_pools(self) -> None:
-        """Bring the changed pools' nodes to their size and count."""
-        for pool in self._changed_pools:
-            live = pool.live()
-            slug = pool.size.slug
-            if any(n.size.slug != slug for n in live):
-                self._replace_pool_nodes(pool)
-            elif len(live) != pool.count:
-                self._resize_pool(pool, pool.count)
-        self._changed_pools.clear()
+    def _commit_pool(self, key: Key, new: NodePool) -> None:
+        pool = self.pools[key]
+        pool.auto_scale, pool.min_nodes, pool.max_nodes = (
+            new.auto_scale,
+            new.min_nodes,
+            new.max_nodes,
+        )
+        pool.count, pool.size = new.count, new.size
 
-    def _replace_pool_nodes(self, pool: NodePool) -> None:
-        """Nodes cannot be resized: a new pool comes up, then the old nodes go.
+    def set_schedule(self, key: Key, schedule: Schedule | None) -> None:
+        """Replace a siege-engine's schedule from now on (a planner puts its forecast in a
+        copy of the twin this way); the Deployment's inputs are left as they were.
 
-        Nodes still booting (an earlier replacement not yet Ready) are replaced at once,
-        as Pulumi replaces that pool, and never billed (DOKS bills from Ready); the Ready
-        ones keep serving until the newest pool is Ready.
+        Raises:
+            ConfigError: No such workload.
         """
-        t = self.t
-        ready_at = t + self.params.node_boot_s
-        kept = []
-        for node in pool.nodes:
-            if node.ready_at <= t:  # Ready, or removed and not dropped yet: _evict's job
-                if node.removed_at is None or node.removed_at > t:
-                    node.removed_at = ready_at
-                kept.append(node)
-            # else booting: cancelled now; it holds no pods, so nothing to evict
-        pool.nodes = kept
-        self._nodes_dirty = True
-        self._first_removal = t  # _evict recomputes the earliest removal
-        self._evict(t)
-        self._add_nodes(pool, pool.count, ready_at)
-        self._first_removal = min(self._first_removal, ready_at)
+        if key not in self._workload_index:
+            raise ConfigError(f"no workload {key[0]} {key[1]!r} in the twin")
+        spec = None if schedule is None else _schedule_spec(schedule)
+        self._core.set_schedule(self._workload_index[key], spec)
+        self.workloads[key].schedule = schedule
+        self._log.append(("schedule", key, schedule))
 
-    def _resize_pool(self, pool: NodePool, count: int) -> None:
-        """Boot or remove nodes so that the pool has ``count`` live nodes."""
-        live = pool.live()
-        if count > len(live):
-            self._add_nodes(pool, count - len(live), self.t + self.params.node_boot_s)
-        elif count < len(live):
-            self._remove_nodes(pool, len(live) - count)
-        pool.count = count
+    def reseed(self, seed: int | None) -> None:
+        """Draw the arrival noise from ``random.Random(seed)`` from now on."""
+        _, words, gauss_next = random.Random(seed).getstate()
+        self._core.set_noise(list(words[:-1]), words[-1], gauss_next)
+        self._log.append(("reseed", seed))
 
-    def _update_workload(self, old: Workload, new: Workload) -> None:
-        new.batches = old.batches
-        if new.template != old.template:
-            # A rolling update: pods keep serving as they were until the new ones are up.
-            new.rollout_done_at = self.t + self.params.pod_startup_s
-            new.prev_cores = old.cores_per_pod
-            self._recount_requests()
-        else:
-            new.rollout_done_at, new.prev_cores = old.rollout_done_at, old.prev_cores
-        self.workloads[new.key] = new
-        self._sched_dirty = True  # the selector or requests may have changed
-        self._scale(new, new.replicas)
-        for hpa in self.autoscalers.values():
-            if hpa.target is old:
-                hpa.target = new
+    # ----------------------------------------------------------------- layer updates
 
-    def _rebuild_autoscalers(self) -> None:
-        by_name = {w.name: w for w in self.workloads.values()}
-        old = self.autoscalers
-        self.autoscalers = {}
-        for key, r in self.records.items():
-            if r.type == builder.HPA:
-                hpa = builder.autoscaler_from_hpa(
-                    key, r.inputs, by_name, self.params.hpa_scale_down_window_s
-                )
-                if hpa is not None:
-                    hpa.history = old[key].history if key in old else []
-                    self.autoscalers[key] = hpa
-        self._refresh_autoscaling()
+    def request(self, changes: Sequence[Change]) -> tuple[list[str], list[str]]:
+        """Set knob values as desired state, reconciled one update per layer at a time.
 
-    def _refresh_autoscaling(self) -> None:
-        self._autoscaling = bool(self.autoscalers) or any(p.auto_scale for p in self.pools.values())
+        What a real engine does (DESIGN, "The flow of one step"): a layer with no update
+        in flight starts one now; a change to a layer whose update is in flight waits in
+        the layer's queue (:class:`~infragym.updates.LayerQueue`), coalesced, and starts
+        the moment that update completes. An update completes when what it changed has
+        converged: a node pool when all its nodes are Ready at the new size and count and
+        the old ones are gone (the DigitalOcean provider waits for the pool to be
+        running); a Deployment when its rollout is done and every replica is Ready, or
+        after :attr:`TwinParams.deployment_await_s` (the Kubernetes provider's await
+        timeout; the change stays made and :attr:`update_timeouts` counts it). Nothing
+        started is cancelled.
 
-    # ----------------------------------------------------------------- nodes and pods
+        The core completes updates inside its event loop, at the instant they converge or
+        time out, and starts the layer's queued update there, from the changes translated
+        for it here (:meth:`_queued_ops`); :meth:`advance` then replays the completions on
+        the queue.
 
-    def _add_nodes(self, pool: NodePool, count: int, ready_at: float) -> None:
-        size = pool.size
-        cpu, memory = size.allocatable_cpu, size.allocatable_memory_gib
-        t = self.t
-        for _ in range(count):
-            pool.serial += 1
-            pool.nodes.append(
-                Node(f"{pool.name}-{pool.serial}", pool, size, t, ready_at, cpu, memory)
-            )
-        if count > 0 and ready_at > t:
-            self._booting += count
-        if count > 0 and ready_at < self._next_node_ready:
-            self._next_node_ready = ready_at
+        Returns:
+            The layers whose update started now, and those whose changes wait.
 
-    def _refresh_nodes(self, t: float) -> None:
-        """Recompute the Ready nodes (pool order), the hourly cost and the next node boot."""
-        ready: list[Node] = []
-        hourly = self._static_hourly
-        boot = _INF
-        booting = 0
-        for pool in self.pools.values():
-            for n in pool.nodes:
-                ra = n.ready_at
-                if ra <= t:
-                    if n.removed_at is None or n.removed_at > t:
-                        ready.append(n)
-                        hourly += n.size.price_hourly_usd
-                else:
-                    booting += 1
-                    if ra < boot:
-                        boot = ra
-        self._ready = ready
-        self._booting = booting
-        self._hourly = hourly
-        self._next_node_ready = boot
-        self._nodes_dirty = False
-        self._sched_dirty = True
-
-    def _remove_nodes(self, pool: NodePool, count: int) -> None:
-        """Remove ``count`` nodes: booting ones first, then the least requested, newest first."""
-        t = self.t
-        live = pool.live()
-        live.sort(key=lambda n: (n.ready(t), n.cpu_requested, -n.created_at))
-        for node in live[:count]:
-            node.removed_at = t
-        self._first_removal = t
-        self._evict(t)
-
-    def _evict(self, t: float) -> None:
-        """Drop nodes removed by ``t``; their pods go back to Pending."""
-        if self._first_removal > t:
-            return
-        gone: set[Node] = set()
-        first = _INF
-        for pool in self.pools.values():
-            dropped = False
-            for n in pool.nodes:
-                r = n.removed_at
-                if r is not None:
-                    if r <= t:
-                        gone.add(n)
-                        dropped = True
-                    elif r < first:
-                        first = r
-            if dropped:
-                pool.nodes = [n for n in pool.nodes if n not in gone]
-        if gone:  # their pods go Pending; the other nodes' requests are unchanged
-            for w in self.workloads.values():
-                for batch in w.batches:
-                    if batch.node in gone:
-                        batch.node, batch.ready_at = None, _INF
-            self._sched_dirty = True
-        self._first_removal = first
-        self._nodes_dirty = True
-
-    def _add_pods(self, w: Workload, count: int) -> None:
-        if count > 0:
-            w.batches.append(PodBatch(count=count, created_at=self.t))
-            self._sched_dirty = True
-
-    def _scale(self, w: Workload, replicas: int) -> None:
-        extra = w.pod_count - replicas
-        if extra < 0:
-            self._add_pods(w, -extra)
-        elif extra > 0:
-            # A ReplicaSet deletes unscheduled pods first, then not-ready, then the newest.
-            t = self.t
-            for batch in sorted(
-                w.batches, key=lambda b: (b.node is not None, b.ready(t), -b.created_at)
-            ):
-                take = min(extra, batch.count)
-                batch.count -= take
-                node = batch.node
-                if node is not None:  # its requests leave the node, which may fit others
-                    node.cpu_requested -= w.cpu_request * take
-                    node.memory_requested -= w.memory_request * take
-                    self._sched_dirty = True
-                extra -= take
-                if not extra:
-                    break
-            w.batches = [b for b in w.batches if b.count]
-
-    def _recount_requests(self) -> None:
-        for pool in self.pools.values():
-            for n in pool.nodes:
-                n.cpu_requested = n.memory_requested = 0.0
-        for w in self.workloads.values():
-            cpu, memory = w.cpu_request, w.memory_request
-            for b in w.batches:
-                node = b.node
-                if node is not None:
-                    node.cpu_requested += cpu * b.count
-                    node.memory_requested += memory * b.count
-        self._sched_dirty = True
-
-    def _schedule(self, t: float, startup: float | None = None) -> None:
-        """Bind Pending pods to Ready nodes with room, one by one, least-allocated first.
-
-        Pods of one workload are identical, so once one fits nowhere the rest of that
-        workload's Pending pods stay Pending too. A heap ordered by (free share, node
-        order) makes the same choices as a scan of the nodes for every pod.
+        Raises:
+            ConfigError: A change the twin cannot model: that update's changes are undone
+                and the queue's requests are as they were. An update of another layer
+                that started earlier in the same request stays started (separate stacks'
+                updates would too); the envs never meet this, since their knob values
+                are checked against the knobs' domains first.
         """
-        self._sched_dirty = False
-        startup = self.params.pod_startup_s if startup is None else startup
-        ready_nodes = self._ready
-        for w in self.workloads.values():
-            pending = [b for b in w.batches if b.node is None]
-            if not pending:
-                continue
-            selector = w.node_selector.items()
-            cpu_req, mem_req = w.cpu_request, w.memory_request
-            heap: list[tuple[float, int, Node]] = []
-            for i, n in enumerate(ready_nodes):
-                if selector and not all(n.pool.labels.get(k) == v for k, v in selector):
+        changes = tuple(changes)
+        for change in changes:
+            if change.knob.layer in self._updates:
+                self._queued_ops([change])  # a change that will wait: is its value sound?
+        queued = [c.knob.layer for c in changes if c.knob.layer in self._updates]
+        saved = (dict(self.queue.requested), {k: dict(v) for k, v in self.queue.queued.items()})
+        started = self.queue.request(changes, self.t)
+        self._logging = False
+        try:
+            for i, update in enumerate(started):
+                try:
+                    self._start_update(update)
+                except Exception:
+                    for undone in started[i:]:
+                        del self.queue.in_flight[undone.layer]
+                    self.queue.requested, self.queue.queued = saved
+                    raise
+        finally:
+            self._logging = True
+        self._log.append(("request", changes))
+        queued = list(dict.fromkeys(queued))
+        waiting = self.queue.queued
+        for layer in queued:
+            entry = waiting.get(layer)
+            ops = self._queued_ops(list(entry.values())) if entry else None
+            self._core.set_queued(self._layer_id(layer), ops)
+        return [u.layer for u in started], queued
+
+    def _start_update(self, update: Update) -> None:
+        """Apply an update's changes to the world and watch it until it completes."""
+        pools: list[NodePool] = []
+        workloads: list[Key] = []
+        made: list[tuple[Change, Any]] = []
+        try:
+            for change in update.changes:
+                knob = change.knob
+                key = (knob.type, knob.resource)
+                try:
+                    before = get_path(self._record(*key).inputs, knob.path)
+                except ConfigError:  # not set yet
+                    before = _MISSING
+                self.set_property(knob.type, knob.resource, knob.path, change.value)
+                made.append((change, before))
+                if key in self.pools and self.pools[key] not in pools:
+                    pools.append(self.pools[key])
+                elif key in self.workloads and key not in workloads:
+                    workloads.append(key)
+        except Exception:
+            for change, before in reversed(made):  # all or nothing, as one `up` would be
+                if before is not _MISSING:
+                    knob = change.knob
+                    self.set_property(knob.type, knob.resource, knob.path, before)
+            raise
+        deadline = self.t + self.params.deployment_await_s if workloads else _INF
+        self._updates[update.layer] = (update, pools, workloads, deadline)
+        self._core.start_update(
+            self._layer_id(update.layer),
+            [self._pool_index[p.key] for p in pools],
+            [self._workload_index[k] for k in workloads],
+            deadline,
+        )
+
+    def _layer_id(self, layer: str) -> int:
+        lid = self._layer_ids.get(layer)
+        if lid is None:
+            lid = self._layer_ids[layer] = len(self._layer_names)
+            self._layer_names.append(layer)
+        return lid
+
+    def _queued_ops(self, changes: Sequence[Change]) -> list[tuple]:
+        """The core's ops for a queued update's changes, made in order when it starts.
+
+        The common knobs translate on their own (:meth:`_core_op`). Any other change is a
+        re-read of its resource (:meth:`_property_ops`) from a scratch copy of its inputs
+        with the update's changes so far written in, since the twin's inputs get them only
+        when the update starts.
+
+        Raises:
+            ConfigError: A change the twin cannot model (no such property, a bad value).
+        """
+        ops: list[tuple] = []
+        scratch: dict[Key, ResourceRecord] = {}
+        for i, change in enumerate(changes):
+            knob, value = change
+            key = (knob.type, knob.resource)
+            if key not in scratch:
+                try:
+                    ops.append(self._core_op(change))
                     continue
-                if n.fits(w):
-                    free = 1.0 - n.cpu_requested / n.cpu
-                    if free > -1.0:
-                        heap.append((-free, i, n))
-            if not heap:
+                except ReferenceNeeded:  # not a common knob: re-read the resource
+                    base = self._record(*key)
+                    record = ResourceRecord(
+                        base.layer, base.type, base.name, copy.deepcopy(base.inputs)
+                    )
+                    scratch[key] = record
+                    for earlier_knob, earlier_value in changes[:i]:
+                        if (earlier_knob.type, earlier_knob.resource) == key:
+                            _write(record, earlier_knob.path, earlier_value)
+            record = scratch[key]
+            _write(record, knob.path, value)
+            if knob.type == builder.DEPLOYMENT and knob.path == "spec.replicas":
+                ops.append((0, self._workload_index[key], _integer(value), None, _NO_SIZE))
+            elif knob.type == builder.DEPLOYMENT and knob.path == CPU_LIMIT_PATH:
+                limit = builder.deployment_cpu_limit(record.inputs)
+                ops.append((1, self._workload_index[key], 0, limit, _NO_SIZE))
+            else:
+                ops += self._property_ops(key, {**self.records, **scratch}, False)[0]
+        return ops
+
+    def _core_op(self, change: Change) -> tuple[int, int, int, float | None, tuple]:
+        """A common knob's change as the core makes it: (kind, index, count, limit, size).
+
+        Raises:
+            ReferenceNeeded: Not one of the common knobs (replicas, a pod's CPU limit, a
+                fixed pool's node count or size): the general path makes it.
+            ConfigError: A value the twin cannot model.
+        """
+        knob, value = change
+        type_token, path = knob.type, knob.path
+        key = (type_token, knob.resource)
+        try:
+            if self.fast_paths and type_token == builder.DEPLOYMENT:
+                w = self._workload_index.get(key)
+                if w is not None and path == "spec.replicas":
+                    return (0, w, int(value), None, _NO_SIZE)
+                if w is not None and path == CPU_LIMIT_PATH:
+                    return (1, w, 0, self._limit_of(key, value), _NO_SIZE)
+            elif self.fast_paths and type_token == NODE_POOL:
+                p = self._pool_index.get(key)
+                if p is not None and not self.pools[key].auto_scale:
+                    if path == "nodeCount":
+                        return (2, p, int(value), None, _NO_SIZE)
+                    if path == "size":
+                        return (3, p, 0, None, self._size_of(value))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"{type_token} {knob.resource!r} {path}: {exc}") from None
+        raise ReferenceNeeded(f"{type_token} {knob.resource!r} {path}")
+
+    def _common(self, change: Change) -> tuple | None:
+        """The op of ``change`` if it is one of the common knobs (see :meth:`_core_op`)."""
+        try:
+            return self._core_op(change)
+        except ReferenceNeeded:
+            return None
+
+    def _completed(self, done: list[tuple[int, float, bool, bool]]) -> None:
+        """Replay the core's completions on the queue.
+
+        The core made the changes of each queued update it started; here they are written
+        into the twin's inputs (and a resource the core re-read is re-read here too), and
+        the update is watched as :meth:`_start_update` does.
+        """
+        for lid, t, timed_out, started in done:
+            layer = self._layer_names[lid]
+            if timed_out:
+                self.update_timeouts += 1
+            del self._updates[layer]
+            nxt = self.queue.complete(layer, t)
+            if nxt is None:
+                assert not started, f"the core started an update of {layer} the queue has not"
                 continue
-            heapq.heapify(heap)
-            placed: dict[Node, PodBatch] = {}
-            ready_at = t + startup
-            for batch in pending:
-                while batch.count:
-                    best = heap[0][2]
-                    best.cpu_requested += cpu_req
-                    best.memory_requested += mem_req
-                    batch.count -= 1
-                    bound = placed.get(best)
-                    if bound is None:
-                        bound = placed[best] = PodBatch(0, batch.created_at, best, ready_at)
-                    bound.count += 1
-                    free = 1.0 - best.cpu_requested / best.cpu
-                    if best.fits(w) and free > -1.0:
-                        heapq.heapreplace(heap, (-free, heap[0][1], best))
-                    else:
-                        heapq.heappop(heap)
-                        if not heap:
-                            break
-                if not heap:
-                    break
-            w.batches = [b for b in w.batches if b.count] + list(placed.values())
-
-    def _plan(self, t: float) -> float:
-        """Apply what is due at ``t`` and return the time of the next event."""
-        if self._changed_pools:
-            self._reconcile_pools()
-        if self._first_removal <= t:
-            self._evict(t)
-        if self._nodes_dirty or self._next_node_ready <= t:
-            self._refresh_nodes(t)
-        if self._sched_dirty:
-            self._schedule(t)
-        self._current = plan = self._serving_plan(t)
-        self._planned_at = t
-        if self._updates and self._settle_updates(t):
-            return self._plan(t)  # a queued update started: plan with its changes
-        nxt = plan.next_pod_event
-        if t < self._first_removal < nxt:
-            nxt = self._first_removal
-        for _, _, _, deadline in self._updates.values():
-            if t < deadline < nxt:
-                nxt = deadline
-        return self._next_node_ready if self._next_node_ready < nxt else nxt
-
-    @staticmethod
-    def _merge_ready(w: Workload, t: float) -> None:
-        """Fold the Ready batches on each node into one (keeps batch lists short).
-
-        The Ready batches go last, one per node, in the order of their nodes' first.
-        """
-        merged: dict[Node, PodBatch] = {}
-        rest = []
-        for b in w.batches:
-            node = b.node
-            if node is not None and b.ready_at <= t:
-                m = merged.get(node)
-                if m is None:
-                    merged[node] = b
-                else:
-                    m.count += b.count
-                    if b.created_at > m.created_at:
-                        m.created_at = b.created_at
-            else:
-                rest.append(b)
-        rest += merged.values()
-        w.batches = rest
-
-    def _serving_plan(self, t: float) -> _Plan:
-        """Everything about serving that holds until the next event.
-
-        Uses the node caches of :meth:`_refresh_nodes`, which must be current. Other pods
-        hold their CPU requests on a node; its Ready heater pods share what is left
-        (:meth:`_serve`), so a node's free CPU is its allocatable CPU minus what all its
-        pods request, plus what its Ready heater pods request.
-
-        The same pass over the pods ends rollouts that are due, folds batches that just
-        became Ready (:meth:`_merge_ready`) and finds the next pod event.
-        """
-        plan = _Plan()
-        pending = desired = ready_total = starting = 0
-        requested = limit = 0.0
-        next_event = _INF
-        since = self._planned_at
-        heater_ready: list[tuple[tuple, Node, int]] = []
-        on_node: dict[Node, int] = {}
-        heater_requests: dict[Node, float] = {}
-        has_database = self.database is not None
-        for w in self.workloads.values():
-            done_at = w.rollout_done_at
-            if done_at <= t:
-                w.prev_cores = None
-            elif done_at < next_event:
-                next_event = done_at
-            batches = w.batches
-            if len(batches) > 1:
-                for b in batches:
-                    if b.node is not None and since < b.ready_at <= t:
-                        self._merge_ready(w, t)
-                        batches = w.batches
-                        break
-            heater = w.role == "heater" and w.work is not None
-            cpu_req = w.cpu_request
-            head = _pod_head(w, w.uses_database and has_database) if heater else ()
-            ready = 0
-            for b in batches:
-                node = b.node
-                if node is None:
-                    pending += b.count
-                elif b.ready_at <= t:
-                    count = b.count
-                    ready += count
-                    if heater:
-                        on_node[node] = on_node.get(node, 0) + count
-                        heater_requests[node] = heater_requests.get(node, 0.0) + cpu_req * count
-                        heater_ready.append((head, node, count))
-                elif b.ready_at < next_event:
-                    next_event = b.ready_at
-            if heater:
-                desired += w.replicas
-                ready_total += ready
-                starting += w.pod_count - ready
-                requested += cpu_req * ready
-                limit += (w.cpu_limit if w.cpu_limit is not None else _NAN) * ready
-            elif ready and w.role == "siege" and w.schedule is not None:
-                plan.schedules.append(w.schedule)
-            elif w.role == "database":
-                plan.database_ready = ready > 0
-        groups: dict[tuple, list[int]] = {}
-        for head, node, count in heater_ready:
-            free = node.cpu - node.cpu_requested + heater_requests[node]
-            key = (*head, free if free > 0.0 else 0.0, on_node[node])
-            g = groups.get(key)
-            if g is None:
-                groups[key] = [count]
-            else:
-                g[0] += count
-        plan.groups = [(n[0], *key) for key, n in groups.items() if not key[5]]
-        if has_database:
-            plan.database_groups = [(n[0], *key) for key, n in groups.items() if key[5]]
-        plan.heater_pods = ready_total
-        plan.pods_pending = pending
-        plan.replicas_desired = desired
-        plan.replicas_ready = ready_total
-        plan.replicas_starting = starting
-        plan.requested_cpu = requested
-        plan.limit_cpu = limit
-        plan.nodes_ready = len(self._ready)
-        plan.hourly = self._hourly
-        plan.next_pod_event = next_event
-        return plan
+            pools: list[NodePool] = []
+            workloads: list[Key] = []
+            reread: list[Key] = []
+            for change in nxt.changes:
+                knob, value = change
+                key = (knob.type, knob.resource)
+                parent, leaf, _ = self._slot(key, knob.path)
+                parent[leaf] = value
+                common = self._common(change)
+                if common is not None:
+                    self._describe(common)
+                elif key not in reread:
+                    reread.append(key)
+                if key in self.pools and self.pools[key] not in pools:
+                    pools.append(self.pools[key])
+                elif key in self.workloads and key not in workloads:
+                    workloads.append(key)
+            for key in reread:
+                self._property_ops(key, self.records, replicas_known=True)[1]()
+            deadline = t + self.params.deployment_await_s if workloads else _INF
+            self._updates[layer] = (nxt, pools, workloads, deadline)
 
     # ----------------------------------------------------------------- time
 
     def advance(self, seconds: float) -> dict[str, float]:
-        """Simulate ``seconds`` and return the step's metrics."""
+        """Simulate ``seconds`` and return the step's metrics.
+
+        The HPAs and the cluster autoscaler act after the step's metrics, on its CPU use;
+        the replica counts the HPAs set reach the Deployment's inputs here.
+
+        Raises:
+            ConfigError: ``seconds`` is not positive.
+        """
         if seconds <= 0:
             raise ConfigError(f"advance needs a positive duration, got {seconds}")
-        t0, t1 = self.t, self.t + seconds
-        acc = _Accumulator()
-        a = t0
-        while a < t1:
-            if self._next_event <= a:
-                self._next_event = self._plan(a)
-            b = min(self._next_event, t1)
-            self._serve(a, b, acc)
-            self.cost_usd += self._current.hourly * (b - a) / 3600.0
-            self.t = a = b
-        if self._next_event <= t1:
-            self._next_event = self._plan(t1)
-        if self.params.noise and acc.sent > 0.0:
-            acc.scale(self._poisson(acc.sent) / acc.sent)
-        self._last = self._metrics(acc, seconds)
-        if self._autoscaling:
-            self._autoscale(acc, seconds)
-        return self._last
+        return self._advanced(self._core.advance(seconds), seconds)
 
-    def metrics(self) -> dict[str, float]:
-        """The metrics of the last step (empty before the first)."""
-        return dict(self._last)
+    def _advanced(self, metrics: dict[str, float], seconds: float) -> dict[str, float]:
+        """What follows the core's advance by ``seconds``, which gave ``metrics``."""
+        core = self._core
+        self._last = metrics
+        self._log.append(float(seconds))
+        self.t = core.t
+        self.cost_usd = core.cost_usd
+        if self._updates:
+            done = core.take_completions()
+            if done:
+                self._completed(done)
+        if self.autoscalers:
+            for wi, replicas in core.take_scaled():  # the HPAs' changes, in the inputs too
+                key = self._workload_keys[wi]
+                parent, leaf, _ = self._slot(key, "spec.replicas")
+                parent[leaf] = replicas
+                self.workloads[key].replicas = replicas
+        return metrics
 
-    def _serve(self, a: float, b: float, acc: _Accumulator) -> None:
-        plan = self._current
-        dt = b - a
-        lam = 0.0
-        for schedule in plan.schedules:
-            lam += schedule.mean_rate(a, b)
-        acc.sent += lam * dt
-        acc.requested_cpu += plan.requested_cpu * dt
-        acc.limit_cpu += plan.limit_cpu * dt
-        if not plan.heater_pods:
-            acc.failed += lam * dt  # no endpoints: connections are refused
-            return
-        # Rounded to 0.001 req/s so that recurring loads hit the latency memo.
-        lam_pod = round(lam / plan.heater_pods, 3)
-        if lam_pod <= 0.0:
-            return
-        cache = self._quantile_cache
-        answered, failed, total_served = acc.answered, acc.failed, acc.served
-        busy, s50, s95, s99 = acc.busy_cpu, acc.p50, acc.p95, acc.p99
-        for count, c, cores, scv, timeout, cpu_s, _, free, on_node in plan.groups:
-            # CFS: only when the node's heater pods use more CPU than it has free do they
-            # slow each other, and then they share it equally.
-            if on_node * min(lam_pod * cpu_s, cores) > free:
-                cores = min(cores, free / on_node)
-            mu = min(1.0, cores / c) / cpu_s
-            if mu <= 0.0:
-                answered += lam_pod * dt * count
-                failed += lam_pod * dt * count
-                continue
-            hit = cache.get((c, mu, lam_pod, scv, timeout))
-            p50, p95, p99, fail = hit or self._pod_latency(c, mu, lam_pod, scv, timeout)
-            n = lam_pod * dt * count
-            served = n * (1.0 - fail)
-            answered += n
-            failed += n - served
-            total_served += served
-            busy += served * cpu_s
-            s50 += p50 * served
-            s95 += p95 * served
-            s99 += p99 * served
-        acc.answered, acc.failed, acc.served = answered, failed, total_served
-        acc.busy_cpu, acc.p50, acc.p95, acc.p99 = busy, s50, s95, s99
-        if plan.database_groups:
-            self._serve_with_database(plan.database_groups, lam_pod, dt, acc)
 
-    def _serve_with_database(
-        self, groups: list[tuple], lam_pod: float, dt: float, acc: _Accumulator
-    ) -> None:
-        """Serve the heater pods whose requests each run one query on the database.
+def advance_all(twins: Sequence[Twin], seconds: float) -> None:
+    """Advance every twin by ``seconds`` in one call into the core.
 
-        A worker waits for its query, so a request holds it for its CPU time plus the
-        database's response time ``R``: the pod is an M/G/c queue with that service time
-        (the two parts independent, ``R`` taken as exponential). The database is a queue
-        with ``k`` servers (its cores, rounded up) whose sources are the pods' worker
-        processes, each with at most one query out (:func:`finite_source_response`).
-        When the queries would overload it, the pods hold them until its throughput and
-        theirs agree: ``R`` grows until the pods pass what the database does, and the
-        pods shed the rest (503). While the database's pod is not Ready (Pending, or
-        starting), every query fails, and so does its request.
-        """
-        db = self.database
-        assert db is not None
-        if not self._current.database_ready:  # no server to connect to: the requests fail
-            n = lam_pod * dt * sum(g[0] for g in groups)
-            acc.answered += n
-            acc.failed += n
-            return
-        servers = max(1, math.ceil(db.cores))
-        query_s = self.params.db_query_ms / 1000.0 * servers / db.cores  # CPU shared
-        parts = []  # (count, c, CPU seconds a request holds a worker, scv, timeout, cpu_s)
-        for count, c, cores, scv, timeout, cpu_s, _, free, on_node in groups:
-            if on_node * min(lam_pod * cpu_s, cores) > free:
-                cores = min(cores, free / on_node)
-            speed = min(1.0, cores / c)
-            if speed <= 0.0:
-                acc.answered += lam_pod * dt * count
-                acc.failed += lam_pod * dt * count
-                continue
-            parts.append((count, c, cpu_s / speed, scv, timeout, cpu_s))
-        if not parts:
-            return
+    The same as ``twin.advance(seconds)`` for each, in order (each core is on its own), at
+    one crossing of the Python/Rust boundary for the lot (a vector env's step).
 
-        def pods_capacity(response: float) -> float:
-            return sum(count * c / (hold + response) for count, c, hold, *_ in parts)
+    Raises:
+        ConfigError: ``seconds`` is not positive.
+    """
+    if seconds <= 0:
+        raise ConfigError(f"advance needs a positive duration, got {seconds}")
+    if not twins:
+        return
+    module = _require_core()
+    for twin, metrics in zip(
+        twins, module.advance_many([t._core for t in twins], seconds), strict=True
+    ):
+        twin._advanced(metrics, seconds)
 
-        workers = sum(count * c for count, c, *_ in parts)
-        queries = round(min(lam_pod * sum(p[0] for p in parts), pods_capacity(query_s)), 3)
-        key = (workers, servers, query_s, queries)
-        response = _DB_RESPONSES.get(key)
-        if response is None:
-            try:
-                response = finite_source_response(workers, servers, query_s, queries)
-            except ValueError:
-                response = _INF  # overloaded
-            if len(_DB_RESPONSES) > 16384:
-                _DB_RESPONSES.clear()
-            _DB_RESPONSES[key] = response
-        if response == _INF:  # the database is the bottleneck: the pods pass what it does
-            most = servers / query_s * 0.999
-            response = where_falls_to(pods_capacity, most, query_s, 1.0)
-        for count, c, hold, scv, timeout, cpu_s in parts:
-            service = hold + response
-            mu = 1.0 / service
-            scv_total = (scv * hold * hold + response * response) / (service * service)
-            p50, p95, p99, fail = self._pod_latency(c, mu, lam_pod, scv_total, timeout)
-            n = lam_pod * dt * count
-            served = n * (1.0 - fail)
-            acc.answered += n
-            acc.failed += n - served
-            acc.served += served
-            acc.busy_cpu += served * cpu_s
-            acc.p50 += p50 * served
-            acc.p95 += p95 * served
-            acc.p99 += p99 * served
 
-    def _poisson(self, mean: float) -> float:
-        """A Poisson draw (normal approximation above 50, exact below)."""
-        if mean > 50.0:
-            return max(0.0, round(self.rng.gauss(mean, math.sqrt(mean))))
-        limit, k, p = math.exp(-mean), 0, self.rng.random()
-        while p > limit:
-            k += 1
-            p *= self.rng.random()
-        return float(k)
+def make_twin(
+    records: Sequence[ResourceRecord],
+    seed: int | None,
+    params: TwinParams,
+    engine: str = "auto",
+) -> Twin:
+    """The twin of a graph.
 
-    def _pod_latency(
-        self, c: int, mu: float, lam: float, scv: float, timeout: float
-    ) -> tuple[float, float, float, float]:
-        """(p50, p95, p99, failed share) of one pod; memoised for steady steps."""
-        key = (c, mu, lam, scv, timeout)
-        hit = self._quantile_cache.get(key)
-        if hit is not None:
-            return hit
-        cap = c * mu
-        if lam >= cap * 0.999:
-            # Saturated: the queue stays full to the timeout; the excess is shed (503).
-            full = timeout + 1.0 / mu
-            out = (full, full, full, 1.0 - cap * 0.999 / lam)
-        elif c == 1 and scv == 1.0:
-            # M/M/1, the usual heater pod: the response time is Exp(mu - lam), and an
-            # arrival waits with probability rho (what Queue gives, without building one).
-            rate = mu - lam
-            ceiling = timeout + 1.0 / mu
-            out = (
-                min(_EXP_QUANTILES[0] / rate, ceiling),
-                min(_EXP_QUANTILES[1] / rate, ceiling),
-                min(_EXP_QUANTILES[2] / rate, ceiling),
-                lam / mu * math.exp(-rate * timeout),
-            )
+    Args:
+        engine: ``auto`` or ``native``: both the compiled twin, the only one.
+
+    Raises:
+        ConfigError: ``python`` (the Python twin was retired) or an unknown engine; the
+            extension is not built; the graph has something the twin cannot model.
+    """
+    check_engine(engine)
+    return Twin(records, seed, params)
+
+
+def check_engine(engine: Any) -> str:
+    """``engine`` if it names the twin, else a ConfigError saying why not."""
+    if engine == "python":
+        raise ConfigError(
+            "twin_engine 'python': the Python twin was retired; the compiled core is the "
+            "twin (docs/twin.md). Drop the option, or use 'auto'"
+        )
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise ConfigError(unknown_choice("twin_engine", engine, ENGINES))
+    return engine
+
+
+def _replayed(origin: tuple[Sequence[ResourceRecord], int | None, TwinParams], log: Any) -> Twin:
+    """A :class:`Twin` built from ``origin`` that has replayed ``log`` (see __reduce__)."""
+    return _replay(Twin(*origin), log)
+
+
+def _replay(twin: Twin, log: Sequence[LogEntry]) -> Twin:
+    """Make ``twin`` do what a twin's log says, in order."""
+    for entry in log:
+        if isinstance(entry, float):
+            twin.advance(entry)
+        elif entry[0] == "set":
+            _, (type_token, name), path, value = entry
+            twin.set_property(type_token, name, path, value)
+        elif entry[0] == "request":
+            twin.request(entry[1])
+        elif entry[0] == "schedule":
+            twin.set_schedule(entry[1], entry[2])
+        elif entry[0] == "reseed":
+            twin.reseed(entry[1])
         else:
-            q = Queue(c, mu, lam, scv)
-            fail = q.wait_p * math.exp(-q.theta * timeout)
-            ceiling = timeout + 1.0 / mu
-            out = (
-                min(q.quantile(0.5), ceiling),
-                min(q.quantile(0.95), ceiling),
-                min(q.quantile(0.99), ceiling),
-                fail,
-            )
-        if len(self._quantile_cache) > 16384:
-            self._quantile_cache.clear()
-        self._quantile_cache[key] = out
-        return out
-
-    def _metrics(self, acc: _Accumulator, seconds: float) -> dict[str, float]:
-        plan = self._current
-        served = acc.served
-        busy = acc.busy_cpu
-        return {
-            "request_rate": acc.answered / seconds,
-            "offered_rate": acc.sent / seconds,
-            "latency_p50": acc.p50 / served if served > 0 else _NAN,
-            "latency_p95": acc.p95 / served if served > 0 else _NAN,
-            "latency_p99": acc.p99 / served if served > 0 else _NAN,
-            "error_ratio": acc.failed / acc.sent if acc.sent > 0 else _NAN,
-            "cpu_utilisation_requests": busy / acc.requested_cpu if acc.requested_cpu > 0 else _NAN,
-            "cpu_utilisation_limits": busy / acc.limit_cpu if acc.limit_cpu > 0 else _NAN,
-            "replicas_desired": float(plan.replicas_desired),
-            "replicas_ready": float(plan.replicas_ready),
-            "nodes_ready": float(plan.nodes_ready),
-            "pods_pending": float(plan.pods_pending),
-            "cost_hourly": plan.hourly,
-            "replicas_starting": float(plan.replicas_starting),
-            "nodes_booting": float(self._booting),
-            "next_node_ready_s": (
-                self._next_node_ready - self.t if self._next_node_ready < _INF else 0.0
-            ),
-        }
-
-    # ----------------------------------------------------------------- autoscalers
-
-    def _autoscale(self, acc: _Accumulator, seconds: float) -> None:
-        t = self.t
-        params = self.params
-        for hpa in self.autoscalers.values():
-            w = hpa.target
-            ready = w.ready_count(t)
-            if ready == 0:
-                continue
-            current = w.replicas
-            proposal = hpa_proposal(
-                acc.busy_cpu / seconds, w.cpu_request, ready, current,
-                hpa.target_utilisation, params.hpa_tolerance,
-            )  # fmt: skip
-            hpa.history = [(s, r) for s, r in hpa.history if t - s < hpa.scale_down_window_s]
-            hpa.history.append((t, proposal))
-            desired = proposal if proposal >= current else max(r for _, r in hpa.history)
-            desired = min(max(desired, hpa.min_replicas), hpa.max_replicas)
-            if desired != current:
-                self.set_property(builder.DEPLOYMENT, w.key[1], "spec.replicas", desired)
-        for pool in self.pools.values():
-            if pool.auto_scale:
-                self._cluster_autoscale(pool, t)
-
-    def _cluster_autoscale(self, pool: NodePool, t: float) -> None:
-        """Add nodes for Pending pods; remove one node unneeded for 10 minutes."""
-        params = self.params
-        live = pool.live()
-        # CPU requested by the Pending pods a node of this pool could take. (Loops, not
-        # sum(), here and below: Python 3.12's sum() of floats is compensated, and the
-        # compiled core must add the same way on every version.)
-        pending = 0.0
-        for w in self.workloads.values():
-            if (
-                all(pool.labels.get(k) == v for k, v in w.node_selector.items())
-                and w.cpu_request <= pool.size.allocatable_cpu
-            ):
-                pending += w.cpu_request * w.pending_count()
-        booting = [n for n in live if not n.ready(t)]
-        if pending and not booting and len(live) < pool.max_nodes:
-            need = math.ceil(pending / pool.size.allocatable_cpu)
-            add = min(max(need, 1), pool.max_nodes - len(live))
-            self._add_nodes(pool, add, t + params.node_boot_s)
-            pool.count = len(pool.live())
-            self._next_event = t
-            return
-        if pending or len(live) <= pool.min_nodes:
-            return
-        for node in live:
-            if node.ready(t) and node.cpu_requested / node.cpu < params.ca_scale_down_utilisation:
-                node.unneeded_since = node.unneeded_since if node.unneeded_since is not None else t
-            else:
-                node.unneeded_since = None
-
-        def others_free(node: Node) -> float:
-            free = 0.0
-            for o in live:
-                if o is not node and o.ready(t):
-                    free += o.cpu - o.cpu_requested
-            return free
-
-        for node in live:
-            if (
-                node.unneeded_since is not None
-                and t - node.unneeded_since >= params.ca_scale_down_unneeded_s
-                and node.cpu_requested <= others_free(node)
-            ):
-                node.removed_at = t
-                pool.count = len(live) - 1
-                self._first_removal = t
-                self._evict(t)
-                self._next_event = t
-                return
+            twin.queue.deployed(entry[1])
+    return twin
 
 
-def hpa_proposal(
-    busy_cores: float,
-    cpu_request: float,
-    ready: int,
-    current: int,
-    target: float,
-    tolerance: float,
-) -> int:
-    """The HPA's replica recommendation (Kubernetes' algorithm, CPU resource metric).
+def _container_ids(records: Mapping[Key, ResourceRecord], keys: Sequence[Key]) -> set[int]:
+    """The ids of every input container of the records of ``keys`` (a copy's own)."""
+    ids: set[int] = set()
+    for key in keys:
+        ids.update(_walk(records[key].inputs))
+    return ids
 
-    ``ceil(current × utilisation / target)``, unchanged within the tolerance. As the HPA
-    documentation prescribes, pods that are not Ready yet count as 0 % busy when the
-    ratio points up (so Pending pods do not make it scale without bound), while a
-    scale-down looks at the Ready pods only.
+
+def _walk(value: Any) -> Iterator[int]:
+    if isinstance(value, dict | list):
+        yield id(value)
+        for child in value.values() if isinstance(value, dict) else value:
+            yield from _walk(child)
+
+
+_SHAPE_PARAMS = {
+    "constant": ("rate",),
+    "ramp": ("start", "end", "duration"),
+    "diurnal": ("base", "amplitude", "period", "phase"),
+    "spikes": ("base", "spike_rate", "every", "spike_seconds", "offset"),
+}
+"""The schedule shapes the core integrates itself, with their parameters in its order."""
+
+
+def _schedule_spec(schedule: Schedule) -> tuple[str, list[float], float | None, Any, tuple | None]:
+    """(shape kind, its parameters, the duration, ``mean_rate``, a trace's index): a
+    schedule for the core.
+
+    The core integrates the shapes of :data:`_SHAPE_PARAMS` and traces itself (a trace
+    from its index: point times and rates, the cumulative integral at each point, the
+    loop period and the requests of one period), and calls ``mean_rate`` for the others:
+    the step shape (its integral is a ``sum()``, which Python 3.12 compensates, so a port
+    would depend on the Python version) and a diurnal curve clipped at zero.
     """
-    ready_ratio = busy_cores / (ready * cpu_request) / target
-    if ready_ratio > 1.0:
-        ratio = busy_cores / (max(current, ready) * cpu_request) / target
-        if ratio <= 1.0:
-            return current
-    else:
-        ratio = ready_ratio
-    if abs(ratio - 1.0) <= tolerance:
-        return current
-    return math.ceil(current * ratio)
+    shape = schedule.shape
+    params = [float(getattr(shape, name)) for name in _SHAPE_PARAMS.get(shape.kind, ())]
+    trace = None
+    if isinstance(shape, Trace):
+        index = shape._indexed()
+        trace = (index.times, index.rates, index.cum, index.period, index.per_period)
+    return shape.kind, params, schedule.duration, schedule.mean_rate, trace
 
 
-_HEADS: dict[tuple[int, int, float, bool], tuple[tuple, CpuWork]] = {}
+def _plain(value: Any) -> bool:
+    """Whether a knob value can key a memo (knob domains hold strings and numbers)."""
+    return isinstance(value, str | int | float)
 
 
-def _pod_head(w: Workload, queries: bool) -> tuple:
-    """What every Ready heater pod of ``w`` shares.
+def _write(record: ResourceRecord, path: str, value: Any) -> None:
+    """Write a property into a scratch record's inputs.
 
-    (workers, cores, scv, timeout, CPU s, whether it queries the database). Memoised by
-    (work spec identity, workers, cores, queries), since every serving plan needs it and
-    reading a work spec's fields costs more than the lookup. The entry holds the spec so
-    that its id is not reused while the entry lives.
+    Raises:
+        ConfigError: The path leads nowhere.
     """
-    work = w.work
-    assert work is not None
-    cores = w.prev_cores if w.prev_cores is not None else w.cores_per_pod
-    key = (id(work), w.workers, cores, queries)
-    hit = _HEADS.get(key)
-    if hit is None:
-        if len(_HEADS) > 1024:
-            _HEADS.clear()
-        head = (w.workers, cores, work.scv, work.timeout_s, work.mean_ms / 1000.0, queries)
-        hit = _HEADS[key] = (head, work)
-    return hit[0]
+    try:
+        set_path(record.inputs, path, value)
+    except (KeyError, IndexError, TypeError):
+        raise ConfigError(f"{record.type} {record.name!r} has no property {path!r}") from None
 
 
-class _Plan:
-    """What serving looks like between two events (see :meth:`Twin._serving_plan`)."""
-
-    __slots__ = (
-        "database_groups", "database_ready", "groups", "heater_pods", "hourly", "limit_cpu",
-        "next_pod_event", "nodes_ready", "pods_pending", "replicas_desired", "replicas_ready",
-        "replicas_starting", "requested_cpu", "schedules",
-    )  # fmt: skip
-
-    def __init__(self) -> None:
-        self.groups: list[tuple] = []  # heater pods alike: (count, *pod head, free, on node)
-        self.database_groups: list[tuple] = []  # the same, for pods that query the database
-        self.database_ready = False  # the database's pod is Ready
-        self.schedules: list = []
-        self.heater_pods = self.replicas_desired = self.replicas_ready = 0
-        self.replicas_starting = 0
-        self.nodes_ready = self.pods_pending = 0
-        self.requested_cpu = self.limit_cpu = self.hourly = 0.0
-        self.next_pod_event = _INF  # the next pod Ready or rollout done
-
-
-class _Accumulator:
-    """Request-weighted sums over the pieces of one step."""
-
-    __slots__ = (
-        "answered", "busy_cpu", "failed", "limit_cpu", "p50", "p95", "p99",
-        "requested_cpu", "sent", "served",
-    )  # fmt: skip
-
-    def __init__(self) -> None:
-        self.sent = self.answered = self.served = self.failed = 0.0
-        self.busy_cpu = self.requested_cpu = self.limit_cpu = 0.0
-        self.p50 = self.p95 = self.p99 = 0.0
-
-    def scale(self, factor: float) -> None:
-        """Scale the request counts (sampling noise), keeping ratios and quantiles."""
-        self.sent *= factor
-        self.answered *= factor
-        self.served *= factor
-        self.failed *= factor
-        self.busy_cpu *= factor
-        self.p50 *= factor
-        self.p95 *= factor
-        self.p99 *= factor
+def _integer(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"not a whole number: {value!r}") from None

@@ -630,19 +630,29 @@ fn decode(spec: &Spec, current: &[usize], action: &[i64]) -> PyResult<Vec<usize>
     Ok(out)
 }
 
-/// Make `op` in the core (`Twin.set_property` through FastTwin's fast paths).
-fn apply_op(core: &mut Core, op: Op) {
+/// Make `op` in the core as `Twin.set_property` does through the knob handlers (the
+/// kernel's ops are the common knobs': `Twin._core_op`); the pool or workload it changed.
+fn apply_op(core: &mut Core, op: &Op) -> (Option<usize>, Option<usize>) {
     match op {
-        Op::Replicas(w, n) => core.set_replicas(w, n),
-        Op::CpuLimit(w, limit) => core.set_cpu_limit(w, limit),
+        Op::Replicas(w, n) => {
+            core.set_replicas(*w, *n);
+            (None, Some(*w))
+        }
+        Op::CpuLimit(w, limit) => {
+            core.set_cpu_limit(*w, *limit);
+            (None, Some(*w))
+        }
         Op::PoolCount(p, n) => {
-            core.pools[p].count = n;
-            core.pool_changed(p);
+            core.pools[*p].count = *n;
+            core.pool_changed(*p);
+            (Some(*p), None)
         }
         Op::PoolSize(p, size) => {
-            core.pools[p].size = size;
-            core.pool_changed(p);
+            core.pools[*p].size = *size;
+            core.pool_changed(*p);
+            (Some(*p), None)
         }
+        other => core.make(other.clone()), // not built by `op_of`: the core's general path
     }
 }
 
@@ -663,7 +673,7 @@ fn step_env(py: Python<'_>, spec: &Spec, env: &mut EnvState, new: &[usize]) -> P
             request(spec, env, &mut core, &changes);
         } else {
             for &(j, i) in &changes {
-                apply_op(&mut core, env.ops[j][i]);
+                apply_op(&mut core, &env.ops[j][i]);
                 env.requested[j] = i;
                 env.applied[j] = i;
                 env.started |= 1 << spec.knobs[j].layer;
@@ -730,11 +740,11 @@ fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobInde
         let mut pools = Vec::new();
         let mut workloads = Vec::new();
         for &(j, i) in &layer_changes {
-            let op = env.ops[j][i];
-            apply_op(core, op);
-            match op {
-                Op::Replicas(w, _) | Op::CpuLimit(w, _) => contains_or_push(&mut workloads, w),
-                Op::PoolCount(p, _) | Op::PoolSize(p, _) => contains_or_push(&mut pools, p),
+            let (pool, workload) = apply_op(core, &env.ops[j][i]);
+            if let Some(p) = pool {
+                contains_or_push(&mut pools, p);
+            } else if let Some(w) = workload {
+                contains_or_push(&mut workloads, w);
             }
         }
         let deadline = if workloads.is_empty() {
@@ -767,7 +777,12 @@ fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobInde
         core.queued[lid] = if waiting.is_empty() {
             None
         } else {
-            Some(waiting.iter().map(|&(j, i)| env.ops[j][i]).collect())
+            Some(
+                waiting
+                    .iter()
+                    .map(|&(j, i)| env.ops[j][i].clone())
+                    .collect(),
+            )
         };
     }
 }

@@ -1,16 +1,25 @@
-//! The compiled step loop of infragym's digital twin.
+//! The digital twin's step loop: infragym's twin is this core.
 //!
-//! `Core` holds the state of a twin (node pools and nodes, workloads and their pod
-//! batches) and runs what `infragym.twin.twin.Twin` runs on every step: knob changes,
-//! pool reconciliation, eviction, scheduling, the serving plan and the analytic serving
-//! of each piece of the step. It is a line-by-line port of those methods, in the same
-//! order of floating-point operations, so that a rollout gives the same metrics bit for
-//! bit; `tests/twin/test_fast_twin.py` holds it to that.
+//! `Core` holds the world of a twin (node pools and nodes, workloads and their pod
+//! batches, the HPAs, the cluster autoscaler's pools, the database, the layer updates in
+//! flight) and runs every step: knob changes, pool reconciliation, eviction, scheduling,
+//! the serving plan, the analytic serving of each piece of the step (heater pods as
+//! M/G/c queues, the database as a closed queue of their workers), the metrics, and the
+//! autoscalers after them. It is held to account by external references
+//! (`tests/twin/`: queueing theory, discrete-event simulations, the catalogue's
+//! allocatable figures and prices, the HPA formula, the real kube-scheduler).
 //!
-//! The Python twin builds the state (from the resource graph) and stays the reference.
-//! `infragym.twin.fast.FastTwin` hands the state over and calls back into Python for
-//! what stays there: the siege-engine schedules and the M/G/c latency of pods that are
-//! not M/M/1.
+//! `infragym.twin.twin.Twin` is its Python API: it reads the resource graph into the
+//! core's world (`infragym.twin.builder`), translates property changes into ops
+//! (`set_replicas`, `set_cpu_limit`, `set_pool_count`, `set_pool_size`, `apply_op`),
+//! and presents nodes, pods and metrics. The core calls back into Python for two things
+//! only: the siege-engine schedules it does not integrate itself (steps, a diurnal curve
+//! clipped at zero) and the M/G/c latency of pods that are neither M/M/1 nor saturated
+//! (`infragym.twin.latency.pod_latency`).
+//!
+//! The core was ported line by line from a Python twin (retired; see the git history),
+//! with the same floating-point operations in the same order; the docs below name the
+//! Python methods each part was ported from (`Twin._schedule`, ...).
 //!
 //! Layer updates (asynchronous actuation, `Twin.request`): the layer queue's bookkeeping
 //! stays in Python (`infragym.updates.LayerQueue`), but the core watches every update in
@@ -44,6 +53,7 @@ struct Size {
     price: f64,
 }
 
+#[derive(Clone)]
 struct Node {
     pool: usize,
     serial: u32,
@@ -67,6 +77,7 @@ impl Node {
     }
 }
 
+#[derive(Clone)]
 struct Pool {
     size: Size,
     count: i64,
@@ -100,6 +111,7 @@ struct Work {
 /// A siege-engine schedule (`infragym.apps.workload.Schedule.mean_rate`): the shapes with
 /// an exact integral here, the others in Python: steps (`Step.integral` sums with
 /// `sum()`, which Python 3.12 compensates) and a diurnal curve clipped at zero.
+#[derive(Clone)]
 enum Arrivals {
     Constant {
         rate: f64,
@@ -129,6 +141,7 @@ enum Arrivals {
 }
 
 /// `infragym.apps.workload._TraceIndex`, taken over from Python.
+#[derive(Clone)]
 struct TraceIndex {
     times: Vec<f64>,
     rates: Vec<f64>,
@@ -137,7 +150,7 @@ struct TraceIndex {
     per_period: f64,
 }
 
-/// The trace data `FastTwin` sends: (times, rates, cumulative, period, per period).
+/// The trace data `Twin` sends: (times, rates, cumulative, period, per period).
 type TraceState = (Vec<f64>, Vec<f64>, Vec<f64>, f64, f64);
 
 impl TraceIndex {
@@ -189,6 +202,32 @@ struct Schedule {
     arrivals: Arrivals,
     duration: Option<f64>,
     mean_rate: PyObject,
+}
+
+/// A Python object held by a core, shared (not copied) by a copy of the core.
+struct Shared<T>(Py<T>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(Python::with_gil(|py| self.0.clone_ref(py)))
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = Py<T>;
+    fn deref(&self) -> &Py<T> {
+        &self.0
+    }
+}
+
+impl Clone for Schedule {
+    fn clone(&self) -> Self {
+        Schedule {
+            arrivals: self.arrivals.clone(),
+            duration: self.duration,
+            mean_rate: Python::with_gil(|py| self.mean_rate.clone_ref(py)),
+        }
+    }
 }
 
 impl Schedule {
@@ -313,6 +352,7 @@ impl Schedule {
     }
 }
 
+#[derive(Clone)]
 struct Workload {
     role: u8,
     replicas: i64,
@@ -324,6 +364,9 @@ struct Workload {
     schedule: Option<Schedule>,
     queries: bool, // a heater whose requests each query the database
     pool_ok: Vec<bool>,
+    /// What else makes the pod template (selector, work, schedule), interned by Python:
+    /// with the requests and the limit, what tells a rolling update from a scale.
+    template: u32,
     batches: Vec<Batch>,
     rollout_done_at: f64,
     prev_cores: Option<f64>,
@@ -375,7 +418,7 @@ struct Group {
     on_node: i64,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Plan {
     groups: Vec<Group>,
     schedules: Vec<usize>,
@@ -392,7 +435,7 @@ struct Plan {
     next_pod_event: f64,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Accumulator {
     sent: f64,
     answered: f64,
@@ -408,6 +451,7 @@ struct Accumulator {
 
 /// Python's `random.Random` (MT19937, `random()` and `gauss()`), taken over from its
 /// `getstate()`, so that the core draws the same arrival noise as `Twin._poisson`.
+#[derive(Clone)]
 struct PyRandom {
     mt: [u32; 624],
     index: usize,
@@ -528,8 +572,8 @@ fn size_from(t: (u32, f64, f64, f64)) -> Size {
     }
 }
 
-/// One knob change, translated for the core (what `FastTwin`'s knob handlers send it).
-#[derive(Clone, Copy)]
+/// One knob change, translated for the core (what `Twin`'s knob handlers send it).
+#[derive(Clone)]
 enum Op {
     /// `Twin._set_replicas`: (workload, replicas).
     Replicas(usize, i64),
@@ -539,10 +583,93 @@ enum Op {
     PoolCount(usize, i64),
     /// `Twin._change_pool` with a size: (pool, size).
     PoolSize(usize, Size),
+    /// `Twin._update_workload`: a Deployment (or the database's pod) re-read.
+    Workload(usize, Box<WorkloadSpec>),
+    /// A pool re-read (`Twin._apply_property`): (pool, count, size, autoscaler bounds).
+    Pool(usize, i64, Size, Option<(i64, i64)>),
+    /// `Twin._rebuild_autoscalers`: every HPA of the graph, re-read.
+    Hpas(Vec<HpaSpec>),
+    /// The price of the graph's resources other than nodes, re-read.
+    StaticHourly(f64),
+    /// The database re-read: its CPU (cores).
+    DatabaseCores(f64),
+}
+
+/// A workload re-read from its inputs, as Python sends it (see `Core::apply_op`).
+#[derive(Clone)]
+struct WorkloadSpec {
+    role: u8,
+    replicas: Option<i64>, // None: keep the core's count (a queued change made later)
+    cpu_request: f64,
+    memory_request: f64,
+    cpu_limit: Option<f64>,
+    workers: i64,
+    work: Option<Work>,
+    schedule: Option<Schedule>,
+    queries: bool,
+    pool_ok: Vec<bool>,
+    template: u32,
+}
+
+/// A workload spec as Python sends it: (role, replicas or None, CPU request, memory
+/// request, CPU limit, workers, work, schedule, queries the database, pool fits, template).
+type WorkloadSpecState = (
+    u8,
+    Option<i64>,
+    f64,
+    f64,
+    Option<f64>,
+    i64,
+    Option<(f64, f64, f64)>,
+    Option<ScheduleState>,
+    bool,
+    Vec<bool>,
+    u32,
+);
+
+/// A schedule as Python sends it: (shape kind, parameters, duration, `mean_rate`, trace).
+type ScheduleState = (String, Vec<f64>, Option<f64>, PyObject, Option<TraceState>);
+
+/// A pool re-read as Python sends it: (node count, size, autoscaler bounds or None).
+type PoolOpState = (i64, (u32, f64, f64, f64), Option<(i64, i64)>);
+
+/// An HPA as Python sends it: (key id, workload, min, max, target utilisation, window s).
+type HpaSpec = (u32, usize, i64, i64, f64, f64);
+
+impl WorkloadSpec {
+    fn from_state(s: WorkloadSpecState) -> Self {
+        WorkloadSpec {
+            role: s.0,
+            replicas: s.1,
+            cpu_request: s.2,
+            memory_request: s.3,
+            cpu_limit: s.4,
+            workers: s.5,
+            work: s.6.map(|(scv, timeout, cpu_s)| Work {
+                scv,
+                timeout,
+                cpu_s,
+            }),
+            schedule: s.7.map(|(kind, p, duration, mean_rate, trace)| {
+                Schedule::from_spec(&kind, &p, duration, mean_rate, trace)
+            }),
+            queries: s.8,
+            pool_ok: s.9,
+            template: s.10,
+        }
+    }
+}
+
+/// The database (`infragym.twin.model.Database`): its CPU and the CPU one query costs.
+#[derive(Clone, Copy)]
+struct Database {
+    cores: f64,
+    query_ms: f64,
 }
 
 /// A layer's update in flight (`Twin._updates`' entries): what it changed, and when it
 /// gives up waiting for its Deployments.
+#[derive(Clone)]
 struct Update {
     layer: u32,
     pools: Vec<usize>,
@@ -552,7 +679,9 @@ struct Update {
 
 /// A HorizontalPodAutoscaler on CPU (`infragym.twin.model.Autoscaler`): its workload,
 /// replica bounds, target utilisation of requests, scale-down window and recommendations.
+#[derive(Clone)]
 struct Hpa {
+    key: u32,
     workload: usize,
     min: i64,
     max: i64,
@@ -601,7 +730,7 @@ type WorkloadState = (
     Option<f64>,
     i64,
     Option<(f64, f64, f64)>,
-    Option<(String, Vec<f64>, Option<f64>, PyObject, Option<TraceState>)>,
+    Option<ScheduleState>,
     Vec<bool>,
     Vec<BatchState>,
     f64,
@@ -610,6 +739,7 @@ type WorkloadState = (
 
 /// The state and step loop of one twin (see the module docs).
 #[pyclass(module = "infragym._twin_core")]
+#[derive(Clone)]
 struct Core {
     nodes: Vec<Node>,
     pools: Vec<Pool>,
@@ -617,8 +747,8 @@ struct Core {
     node_boot_s: f64,
     pod_startup_s: f64,
     exp_quantiles: [f64; 3],
-    pod_latency: Option<PyObject>, // None once cleared by the garbage collector
-    db_serve: Option<PyObject>,    // FastTwin._db_serve, with a database
+    pod_latency: Option<Shared<PyAny>>, // None once cleared by the garbage collector
+    database: Option<Database>,
     static_hourly: f64,
     #[pyo3(get)]
     t: f64,
@@ -648,12 +778,12 @@ struct Core {
     current: Plan,
     acc: Accumulator,
     rng: Option<PyRandom>,
-    metric_names: Vec<Py<PyString>>,
+    metric_names: Vec<Shared<PyString>>,
 }
 
 #[pymethods]
 impl Core {
-    /// Take over a Python twin's state (see `infragym.twin.fast.FastTwin`).
+    /// A twin's world as `infragym.twin.twin.Twin` builds it (then `deploy`).
     #[new]
     #[pyo3(signature = (
         pools, workloads, static_hourly, node_boot_s, pod_startup_s, exp_quantiles,
@@ -759,6 +889,7 @@ impl Core {
                 rollout_done_at,
                 prev_cores,
                 queries: false,
+                template: 0,
             });
         }
         let (t, next_event, first_removal, planned_at, cost_usd) = clock;
@@ -769,8 +900,8 @@ impl Core {
             node_boot_s,
             pod_startup_s,
             exp_quantiles: [exp_quantiles.0, exp_quantiles.1, exp_quantiles.2],
-            pod_latency: Some(pod_latency),
-            db_serve: None,
+            pod_latency: Some(Shared(pod_latency)),
+            database: None,
             static_hourly,
             t,
             cost_usd,
@@ -797,7 +928,7 @@ impl Core {
             current: Plan::default(),
             acc: Accumulator::default(),
             rng,
-            metric_names,
+            metric_names: metric_names.into_iter().map(Shared).collect(),
         };
         core.refresh_nodes(t);
         core.sched_dirty = sched_dirty;
@@ -809,10 +940,7 @@ impl Core {
     /// is the twin's bound method, so twin and core form a cycle.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(f) = &self.pod_latency {
-            visit.call(f)?;
-        }
-        if let Some(f) = &self.db_serve {
-            visit.call(f)?;
+            visit.call(&f.0)?;
         }
         for w in &self.workloads {
             if let Some(schedule) = &w.schedule {
@@ -824,20 +952,82 @@ impl Core {
 
     fn __clear__(&mut self) {
         self.pod_latency = None;
-        self.db_serve = None;
     }
 
-    /// The database: the heaters whose requests query it, and the twin's method that
-    /// serves them (`FastTwin._db_serve`, `Twin._serve_with_database` on the core's sums).
-    fn set_database(&mut self, queries: Vec<usize>, db_serve: PyObject) -> PyResult<()> {
+    /// The database: the heaters whose requests query it, its CPU (cores) and the CPU
+    /// milliseconds of one query (`TwinParams.db_query_ms`).
+    fn set_database(&mut self, queries: Vec<usize>, cores: f64, query_ms: f64) -> PyResult<()> {
         for wi in queries {
             self.workloads
                 .get_mut(wi)
                 .ok_or_else(|| PyValueError::new_err("no such workload"))?
                 .queries = true;
         }
-        self.db_serve = Some(db_serve);
+        self.database = Some(Database { cores, query_ms });
+        self.current = self.serving_plan(self.t); // the querying pods grouped apart
         Ok(())
+    }
+
+    /// Schedule the pods of the deployed state at once, Ready now (the twin starts from
+    /// what was deployed, not from an empty cluster).
+    fn deploy(&mut self) {
+        let t = self.t;
+        self.refresh_nodes(t);
+        self.schedule_with(t, 0.0);
+        self.current = self.serving_plan(t);
+    }
+
+    /// Each workload's template id (`WorkloadSpec.template`), in order.
+    fn set_templates(&mut self, templates: Vec<u32>) -> PyResult<()> {
+        if templates.len() != self.workloads.len() {
+            return Err(PyValueError::new_err("one template per workload"));
+        }
+        for (w, t) in self.workloads.iter_mut().zip(templates) {
+            w.template = t;
+        }
+        Ok(())
+    }
+
+    /// Make a knob change at once (`Twin.set_property`'s handlers), from an op as
+    /// `set_queued` takes them.
+    fn apply_op(&mut self, op: &Bound<'_, PyAny>) -> PyResult<()> {
+        let op = self.op_from_py(op)?;
+        self.make(op);
+        Ok(())
+    }
+
+    /// Replace a siege-engine's schedule from now on (a planner's forecast), and plan again.
+    #[pyo3(signature = (workload, schedule))]
+    fn set_schedule(&mut self, workload: usize, schedule: Option<ScheduleState>) -> PyResult<()> {
+        let w = self
+            .workloads
+            .get_mut(workload)
+            .ok_or_else(|| PyValueError::new_err("no such workload"))?;
+        w.schedule = schedule.map(|(kind, p, duration, mean_rate, trace)| {
+            Schedule::from_spec(&kind, &p, duration, mean_rate, trace)
+        });
+        self.next_event = py_min(self.next_event, self.t);
+        Ok(())
+    }
+
+    /// Replace the arrival noise's generator state (`random.Random.getstate()`'s words,
+    /// index and gauss_next); ignored when the twin runs without noise.
+    #[pyo3(signature = (words, index, gauss_next))]
+    fn set_noise(
+        &mut self,
+        words: Vec<u32>,
+        index: usize,
+        gauss_next: Option<f64>,
+    ) -> PyResult<()> {
+        if self.rng.is_some() {
+            self.rng = Some(PyRandom::from_state(&words, index, gauss_next)?);
+        }
+        Ok(())
+    }
+
+    /// An independent copy of this core, in the same state (a fork of the twin).
+    fn copy(&self) -> Self {
+        self.clone()
     }
 
     /// `Twin._set_replicas`.
@@ -894,12 +1084,12 @@ impl Core {
     /// The knob changes waiting for `layer`'s update in flight (the layer queue's
     /// coalesced entry, in its order), or `None` when nothing waits.
     #[pyo3(signature = (layer, ops))]
-    fn set_queued(&mut self, layer: u32, ops: Option<Vec<OpState>>) -> PyResult<()> {
+    fn set_queued(&mut self, layer: u32, ops: Option<Vec<Bound<'_, PyAny>>>) -> PyResult<()> {
         let ops = match ops {
             None => None,
             Some(ops) => Some(
-                ops.into_iter()
-                    .map(|op| self.op_from(op))
+                ops.iter()
+                    .map(|op| self.op_from_py(op))
                     .collect::<PyResult<_>>()?,
             ),
         };
@@ -911,30 +1101,13 @@ impl Core {
         Ok(())
     }
 
-    /// The graph's HPAs, in the twin's order: (workload, min replicas, max replicas,
-    /// target utilisation, scale-down window s, recommendations so far), and the
-    /// tolerance (`TwinParams.hpa_tolerance`).
-    #[allow(clippy::type_complexity)]
-    fn set_autoscalers(
-        &mut self,
-        hpas: Vec<(usize, i64, i64, f64, f64, Vec<(f64, i64)>)>,
-        tolerance: f64,
-    ) -> PyResult<()> {
-        let n = self.workloads.len();
-        self.hpas = Vec::with_capacity(hpas.len());
-        for (workload, min, max, target, window, history) in hpas {
-            if workload >= n {
-                return Err(PyValueError::new_err("an HPA targets no workload"));
-            }
-            self.hpas.push(Hpa {
-                workload,
-                min,
-                max,
-                target,
-                window,
-                history,
-            });
-        }
+    /// The graph's HPAs, in the twin's order: (key id, workload, min replicas, max
+    /// replicas, target utilisation, scale-down window s), and the tolerance
+    /// (`TwinParams.hpa_tolerance`). An HPA whose key id the core had keeps its
+    /// recommendations (`Twin._rebuild_autoscalers`).
+    fn set_autoscalers(&mut self, hpas: Vec<HpaSpec>, tolerance: f64) -> PyResult<()> {
+        self.check_hpas(&hpas)?;
+        self.rebuild_hpas(hpas);
         self.hpa_tolerance = tolerance;
         Ok(())
     }
@@ -1252,6 +1425,179 @@ impl Core {
         }
     }
 
+    /// An op from Python: `OpState` for kinds 0-3, else (kind, index, payload): 4 a
+    /// workload spec, 5 a pool (count, size, bounds or None), 6 the HPAs, 7 the static
+    /// hourly cost, 8 the database's cores.
+    fn op_from_py(&self, op: &Bound<'_, PyAny>) -> PyResult<Op> {
+        let kind: u8 = op.get_item(0)?.extract()?;
+        if kind <= 3 {
+            return self.op_from(op.extract()?);
+        }
+        let index: usize = op.get_item(1)?.extract()?;
+        let payload = op.get_item(2)?;
+        let (workloads, pools) = (self.workloads.len(), self.pools.len());
+        match kind {
+            4 if index < workloads => {
+                let spec = WorkloadSpec::from_state(payload.extract()?);
+                if spec.pool_ok.len() != pools {
+                    return Err(PyValueError::new_err("pool_ok needs one entry per pool"));
+                }
+                Ok(Op::Workload(index, Box::new(spec)))
+            }
+            5 if index < pools => {
+                let (count, size, bounds): PoolOpState = payload.extract()?;
+                Ok(Op::Pool(index, count, size_from(size), bounds))
+            }
+            6 => {
+                let hpas: Vec<HpaSpec> = payload.extract()?;
+                self.check_hpas(&hpas)?;
+                Ok(Op::Hpas(hpas))
+            }
+            7 => Ok(Op::StaticHourly(payload.extract()?)),
+            8 => Ok(Op::DatabaseCores(payload.extract()?)),
+            _ => Err(PyValueError::new_err(format!(
+                "no such knob op: {kind} on {index}"
+            ))),
+        }
+    }
+
+    fn check_hpas(&self, hpas: &[HpaSpec]) -> PyResult<()> {
+        if hpas.iter().any(|h| h.1 >= self.workloads.len()) {
+            return Err(PyValueError::new_err("an HPA targets no workload"));
+        }
+        Ok(())
+    }
+
+    /// `Twin._rebuild_autoscalers`: the HPAs anew, each keeping the recommendations of
+    /// the one of its key before.
+    fn rebuild_hpas(&mut self, hpas: Vec<HpaSpec>) {
+        let old = std::mem::take(&mut self.hpas);
+        for (key, workload, min, max, target, window) in hpas {
+            let history = old
+                .iter()
+                .find(|h| h.key == key)
+                .map(|h| h.history.clone())
+                .unwrap_or_default();
+            self.hpas.push(Hpa {
+                key,
+                workload,
+                min,
+                max,
+                target,
+                window,
+                history,
+            });
+        }
+    }
+
+    /// Make one knob change at `self.t`; the pool or workload it changed, for an update
+    /// to watch (`Twin._start_update`).
+    fn make(&mut self, op: Op) -> (Option<usize>, Option<usize>) {
+        self.next_event = self.t; // Twin.set_property: re-plan from now
+        match op {
+            Op::Replicas(w, n) => {
+                self.set_replicas(w, n);
+                (None, Some(w))
+            }
+            Op::CpuLimit(w, limit) => {
+                self.set_cpu_limit(w, limit);
+                (None, Some(w))
+            }
+            Op::PoolCount(p, n) => {
+                self.pools[p].count = n;
+                self.pool_changed(p);
+                (Some(p), None)
+            }
+            Op::PoolSize(p, size) => {
+                self.pools[p].size = size;
+                self.pool_changed(p);
+                (Some(p), None)
+            }
+            Op::Pool(p, count, size, bounds) => {
+                let pool = &mut self.pools[p];
+                pool.auto_scale = bounds;
+                pool.count = count;
+                pool.size = size;
+                self.pool_changed(p);
+                (Some(p), None)
+            }
+            Op::Workload(w, spec) => {
+                self.update_workload(w, *spec);
+                (None, Some(w))
+            }
+            Op::Hpas(hpas) => {
+                self.rebuild_hpas(hpas);
+                (None, None)
+            }
+            Op::StaticHourly(hourly) => {
+                self.static_hourly = hourly;
+                self.nodes_dirty = true;
+                (None, None)
+            }
+            Op::DatabaseCores(cores) => {
+                if let Some(db) = self.database.as_mut() {
+                    db.cores = cores;
+                }
+                (None, None)
+            }
+        }
+    }
+
+    /// `Twin._update_workload`: the workload re-read; a changed pod template rolls the
+    /// pods (the old ones serve as they were until the new ones are Ready).
+    fn update_workload(&mut self, wi: usize, spec: WorkloadSpec) {
+        let t = self.t;
+        let w = &mut self.workloads[wi];
+        let rolled = spec.template != w.template
+            || spec.cpu_request != w.cpu_request
+            || spec.memory_request != w.memory_request
+            || spec.cpu_limit != w.cpu_limit;
+        let old_cores = w.cores_per_pod();
+        w.role = spec.role;
+        if let Some(replicas) = spec.replicas {
+            w.replicas = replicas;
+        }
+        w.cpu_request = spec.cpu_request;
+        w.memory_request = spec.memory_request;
+        w.cpu_limit = spec.cpu_limit;
+        w.workers = spec.workers;
+        w.work = spec.work;
+        w.schedule = spec.schedule;
+        w.queries = spec.queries;
+        w.pool_ok = spec.pool_ok;
+        w.template = spec.template;
+        if rolled {
+            w.rollout_done_at = t + self.pod_startup_s;
+            w.prev_cores = Some(old_cores);
+            self.recount_requests();
+        }
+        self.sched_dirty = true; // the selector or requests may have changed
+        let replicas = self.workloads[wi].replicas;
+        self.scale(wi, replicas);
+    }
+
+    /// `Twin._recount_requests`: every node's requests summed again from its pods.
+    fn recount_requests(&mut self) {
+        for pool in &self.pools {
+            for &id in &pool.nodes {
+                let n = &mut self.nodes[id];
+                n.cpu_requested = 0.0;
+                n.memory_requested = 0.0;
+            }
+        }
+        for w in &self.workloads {
+            let (cpu, memory) = (w.cpu_request, w.memory_request);
+            for b in &w.batches {
+                if let Some(node) = b.node {
+                    let n = &mut self.nodes[node];
+                    n.cpu_requested += cpu * b.count as f64;
+                    n.memory_requested += memory * b.count as f64;
+                }
+            }
+        }
+        self.sched_dirty = true;
+    }
+
     /// Start `layer`'s queued update at `self.t` (`Twin._start_update`), if one waits.
     fn start_queued(&mut self, layer: u32) -> bool {
         let Some(ops) = self.queued.get_mut(layer as usize).and_then(Option::take) else {
@@ -1260,32 +1606,15 @@ impl Core {
         let mut pools = Vec::new();
         let mut workloads = Vec::new();
         for op in ops {
-            match op {
-                Op::Replicas(w, n) => {
-                    self.set_replicas(w, n);
-                    if !workloads.contains(&w) {
-                        workloads.push(w);
-                    }
+            let (pool, workload) = self.make(op);
+            if let Some(p) = pool {
+                if !pools.contains(&p) {
+                    pools.push(p);
                 }
-                Op::CpuLimit(w, limit) => {
-                    self.set_cpu_limit(w, limit);
-                    if !workloads.contains(&w) {
-                        workloads.push(w);
-                    }
-                }
-                Op::PoolCount(p, n) => {
-                    self.pools[p].count = n;
-                    self.pool_changed(p);
-                    if !pools.contains(&p) {
-                        pools.push(p);
-                    }
-                }
-                Op::PoolSize(p, size) => {
-                    self.pools[p].size = size;
-                    self.pool_changed(p);
-                    if !pools.contains(&p) {
-                        pools.push(p);
-                    }
+            }
+            if let Some(w) = workload {
+                if !workloads.contains(&w) {
+                    workloads.push(w);
                 }
             }
         }
@@ -1593,8 +1922,12 @@ impl Core {
     }
 
     fn schedule(&mut self, t: f64) {
+        self.schedule_with(t, self.pod_startup_s);
+    }
+
+    /// `Twin._schedule`: bind Pending pods to Ready nodes, Ready `startup` s later.
+    fn schedule_with(&mut self, t: f64, startup: f64) {
         self.sched_dirty = false;
-        let startup = self.pod_startup_s;
         for wi in 0..self.workloads.len() {
             let w = &self.workloads[wi];
             let pending: Vec<usize> = (0..w.batches.len())
@@ -1856,7 +2189,7 @@ impl Core {
         if lam_pod <= 0.0 {
             return Ok(());
         }
-        let mut database_groups = Vec::new();
+        let mut database_groups: Vec<Group> = Vec::new();
         for g in &plan.groups {
             let Group {
                 count,
@@ -1868,9 +2201,7 @@ impl Core {
                 on_node,
             } = *g;
             if queries {
-                // (count, *pod head, free, on node), as Twin._serving_plan's database groups
-                let head = (count, c, cores, work.scv, work.timeout, work.cpu_s, true);
-                database_groups.push((head, free, on_node));
+                database_groups.push(*g);
                 continue;
             }
             let cpu_s = work.cpu_s;
@@ -1918,39 +2249,150 @@ impl Core {
             acc.p99 += p99 * served;
         }
         if !database_groups.is_empty() {
-            let db_serve = self.db_serve.as_ref().ok_or_else(|| {
-                PyValueError::new_err("the core was cleared by the garbage collector")
-            })?;
-            let groups: Vec<_> = database_groups
-                .into_iter()
-                .map(|((n, c, cores, scv, timeout, cpu_s, q), free, on_node)| {
-                    (n, c, cores, scv, timeout, cpu_s, q, free, on_node)
-                })
-                .collect();
-            let sums = (
-                acc.answered,
-                acc.failed,
-                acc.served,
-                acc.busy_cpu,
-                acc.p50,
-                acc.p95,
-                acc.p99,
-            );
-            let out: (f64, f64, f64, f64, f64, f64, f64) = db_serve
-                .call1(py, (groups, plan.database_ready, lam_pod, dt, sums))?
-                .extract(py)?;
-            (
-                acc.answered,
-                acc.failed,
-                acc.served,
-                acc.busy_cpu,
-                acc.p50,
-                acc.p95,
-                acc.p99,
-            ) = out;
+            self.serve_with_database(py, &database_groups, lam_pod, dt)?;
         }
         Ok(())
     }
+}
+
+impl Core {
+    /// `Twin._serve_with_database`: serve the heater pods whose requests each run one
+    /// query on the database.
+    ///
+    /// A worker waits for its query, so a request holds it for its CPU time plus the
+    /// database's response time `R`: the pod is an M/G/c queue with that service time (the
+    /// two parts independent, `R` taken as exponential). The database is a queue with `k`
+    /// servers (its cores, rounded up) whose sources are the pods' worker processes, each
+    /// with at most one query out (`finite_source_response`). When the queries would
+    /// overload it, the pods hold them until its throughput and theirs agree: `R` grows
+    /// until the pods pass what the database does, and the pods shed the rest (503).
+    /// While the database's pod is not Ready, every query fails, and so does its request.
+    fn serve_with_database(
+        &mut self,
+        py: Python<'_>,
+        groups: &[Group],
+        lam_pod: f64,
+        dt: f64,
+    ) -> PyResult<()> {
+        let db = self.database.expect("querying pods only with a database");
+        let acc = &mut self.acc;
+        if !self.current.database_ready {
+            // no server to connect to: the requests fail
+            let pods: i64 = groups.iter().map(|g| g.count).sum();
+            let n = lam_pod * dt * pods as f64;
+            acc.answered += n;
+            acc.failed += n;
+            return Ok(());
+        }
+        let servers = py_max(1.0, db.cores.ceil());
+        let query_s = db.query_ms / 1000.0 * servers / db.cores; // CPU shared
+                                                                 // (count, workers, CPU seconds a request holds a worker, scv, timeout, CPU s)
+        let mut parts: Vec<(i64, i64, f64, f64, f64, f64)> = Vec::new();
+        for g in groups {
+            let (count, c, cpu_s) = (g.count, g.workers, g.work.cpu_s);
+            let mut cores = g.cores;
+            if g.on_node as f64 * py_min(lam_pod * cpu_s, cores) > g.free {
+                cores = py_min(cores, g.free / g.on_node as f64);
+            }
+            let speed = py_min(1.0, cores / c as f64);
+            if speed <= 0.0 {
+                acc.answered += lam_pod * dt * count as f64;
+                acc.failed += lam_pod * dt * count as f64;
+                continue;
+            }
+            parts.push((count, c, cpu_s / speed, g.work.scv, g.work.timeout, cpu_s));
+        }
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let pods_capacity = |response: f64| {
+            let mut total = 0.0;
+            for &(count, c, hold, ..) in &parts {
+                total += (count * c) as f64 / (hold + response);
+            }
+            total
+        };
+        let workers: i64 = parts.iter().map(|p| p.0 * p.1).sum();
+        let pods: i64 = parts.iter().map(|p| p.0).sum();
+        let queries = round3(py_min(lam_pod * pods as f64, pods_capacity(query_s)));
+        let mut response = finite_source_response(workers, servers, query_s, queries);
+        if response == INF {
+            // the database is the bottleneck: the pods pass what it does
+            let most = servers / query_s * 0.999;
+            response = where_falls_to(&pods_capacity, most, query_s, 1.0);
+        }
+        let pod_latency = self.pod_latency.as_ref().ok_or_else(|| {
+            PyValueError::new_err("the core was cleared by the garbage collector")
+        })?;
+        for &(count, c, hold, scv, timeout, cpu_s) in &parts {
+            let service = hold + response;
+            let mu = 1.0 / service;
+            let scv_total = (scv * hold * hold + response * response) / (service * service);
+            let (p50, p95, p99, fail): (f64, f64, f64, f64) = pod_latency
+                .call1(py, (c, mu, lam_pod, scv_total, timeout))?
+                .extract(py)?;
+            let n = lam_pod * dt * count as f64;
+            let served = n * (1.0 - fail);
+            acc.answered += n;
+            acc.failed += n - served;
+            acc.served += served;
+            acc.busy_cpu += served * cpu_s;
+            acc.p50 += p50 * served;
+            acc.p95 += p95 * served;
+            acc.p99 += p99 * served;
+        }
+        Ok(())
+    }
+}
+
+/// `infragym.twin.queueing.finite_source_response`: the mean response time of a queue of
+/// `servers` fed by `sources` that each wait for their answer (mean value analysis;
+/// Seidmann's approximation for several servers), the think time solved for from
+/// `throughput`; infinite when `throughput` is at or above the most the queue passes.
+fn finite_source_response(sources: i64, servers: f64, service_s: f64, throughput: f64) -> f64 {
+    let queued = service_s / servers;
+    let delay = service_s - queued;
+    let solve = |think: f64| {
+        let (mut waiting, mut response, mut rate) = (0.0, 0.0, 0.0);
+        for n in 1..=sources {
+            response = queued * (1.0 + waiting);
+            rate = n as f64 / (think + delay + response);
+            waiting = rate * response;
+        }
+        (response + delay, rate)
+    };
+    if throughput <= 0.0 {
+        return service_s;
+    }
+    let most = solve(0.0).1;
+    if throughput >= most {
+        return INF;
+    }
+    solve(where_falls_to(
+        &|think| solve(think).1,
+        throughput,
+        0.0,
+        service_s,
+    ))
+    .0
+}
+
+/// `infragym.twin.queueing.where_falls_to`: the `x >= low` where a decreasing `f` falls
+/// to `target`; brackets by doubling `step`, then bisects 30 times.
+fn where_falls_to(f: &dyn Fn(f64) -> f64, target: f64, low: f64, step: f64) -> f64 {
+    let (mut low, mut high) = (low, low + step);
+    while f(high) > target {
+        (low, high) = (high, high + 2.0 * (high - low));
+    }
+    for _ in 0..30 {
+        let mid = (low + high) / 2.0;
+        if f(mid) > target {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    high
 }
 
 /// Advance every core by `seconds`, in order, in one call from Python (a vector env's

@@ -13,7 +13,6 @@ import infragym  # noqa: F401
 from infragym.agents.mpc import MPCAgent, forecast
 from infragym.apps.workload import Schedule, Step
 from infragym.errors import ConfigError
-from infragym.twin.fast import FastTwin
 
 
 def test_forecast_follows_a_trend_with_margin() -> None:
@@ -40,17 +39,13 @@ def test_the_plan_depends_on_the_past_only() -> None:
         obs, _, _, _, info = env.step(agent.act(obs, info))
     # A twin of this env with the same past and a different future (ten times the load
     # from now on): a planner that read the schedule would act differently on it.
-    # The future is changed on a Python twin (the compiled one keeps its schedule in the
-    # core), so the two envs' twins differ in engine too.
     other = copy.deepcopy(env)
-    backend = other.unwrapped.backend
-    if isinstance(backend.twin, FastTwin):
-        backend.twin = backend.twin.to_python()
-    twin = backend.twin
+    twin = other.unwrapped.backend.twin
     for w in _siege(other):
         now = round(twin.t / 30)
-        w.schedule = Schedule(shape=Step(rates=[0.0] * now + [2500.0], step_seconds=30.0))
-    twin._next_event = twin.t
+        twin.set_schedule(
+            w.key, Schedule(shape=Step(rates=[0.0] * now + [2500.0], step_seconds=30.0))
+        )
     real_schedules = [w.schedule for w in _siege(env)]
     state = copy.deepcopy(agent.__dict__.copy() | {"env": None})
 

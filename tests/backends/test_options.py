@@ -51,7 +51,7 @@ def test_unknown_sim_option_is_named() -> None:
     with pytest.raises(ConfigError, match=r"unknown sim backend option 'twin_engin'") as info:
         gym.make(ENV_ID, backend_options={"twin_engin": "python"})
     assert "twin_engine" in str(info.value)
-    env = gym.make(ENV_ID, backend_options={"twin_engine": "python"})
+    env = gym.make(ENV_ID, backend_options={"twin_engine": "auto"})
     env.reset(seed=0)
     env.close()
 
@@ -122,8 +122,15 @@ def test_twin_params_as_a_dict_is_accepted_and_checked() -> None:
 
 
 def test_twin_engine_is_a_closed_choice() -> None:
-    with pytest.raises(ConfigError, match=r"unknown twin_engine 'rust'.*auto, python, native"):
+    with pytest.raises(ConfigError, match=r"unknown twin_engine 'rust'.*auto, native"):
         make_backend("sim", twin_engine="rust")
+
+
+def test_the_python_twin_engine_is_refused_as_retired() -> None:
+    with pytest.raises(ConfigError, match=r"'twin_engine'.*Python twin was retired"):
+        make_backend("sim", twin_engine="python")
+    with pytest.raises(ConfigError, match=r"Python twin was retired"):
+        gym.make(ENV_ID, backend_options={"twin_engine": "python"})
 
 
 @pytest.mark.parametrize("cls", [SimBackend, PulumiBackend])

@@ -1,9 +1,8 @@
-"""An env copies (``copy.deepcopy``, ``pickle``) on both twin engines, and the copies run
-the same episode as the original, step for step (what lookahead agents need).
+"""An env copies (``copy.deepcopy``, ``pickle``), and the copies run the same episode as
+the original, step for step (what lookahead agents need).
 
-The compiled core cannot be pickled: :class:`~infragym.twin.fast.FastTwin` copies by
-replaying its history on a new core; the Python twin copies as an object, sharing the
-module's latency memo again.
+The twin's compiled core does not pickle: a deep copy forks it (the core copies its
+state in Rust), a pickle replays the twin's history on a new core.
 """
 
 from __future__ import annotations
@@ -16,16 +15,7 @@ import numpy as np
 import pytest
 
 import infragym  # noqa: F401  (registers the environments)
-from infragym.twin import twin as twin_module
-from infragym.twin.fast import FastTwin, core_module
 
-ENGINES = [
-    "python",
-    pytest.param(
-        "native",
-        marks=pytest.mark.skipif(core_module() is None, reason="infragym-twin-core not built"),
-    ),
-]
 COPIES = {"deepcopy": copy.deepcopy, "pickle": lambda env: pickle.loads(pickle.dumps(env))}
 
 
@@ -38,21 +28,18 @@ def _trajectory(env: gym.Env, actions: np.ndarray) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("how", sorted(COPIES))
-def test_copies_run_the_same_episode(engine: str, how: str) -> None:
-    env = gym.make(
-        "SimpleK8sWebApp-v0", render_mode="ansi", backend_options={"twin_engine": engine}
-    )
+def test_copies_run_the_same_episode(how: str) -> None:
+    env = gym.make("SimpleK8sWebApp-v0", render_mode="ansi")
     env.reset(seed=3, options={"scenario": "spikes"})
     rng = np.random.default_rng(0)
     for a in rng.integers(0, 3, (25, 4)):
         env.step(a)
     env.render()  # inspection between steps changes nothing
     twin = env.unwrapped.backend.twin
-    assert isinstance(twin, FastTwin) == (engine == "native")
     dup = COPIES[how](env)
     assert dup.unwrapped.backend.twin is not twin
+    assert dup.unwrapped.backend.twin._core is not twin._core
     actions = rng.integers(0, 3, (40, 4))
     theirs = _trajectory(dup, actions)
     assert dup.unwrapped.backend.twin.t > twin.t  # the copy ran on its own
@@ -61,9 +48,8 @@ def test_copies_run_the_same_episode(engine: str, how: str) -> None:
     env.close()
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_a_copy_made_right_after_reset_and_a_copy_of_a_copy(engine: str) -> None:
-    env = gym.make("SimpleK8sWebApp-v0", backend_options={"twin_engine": engine})
+def test_a_copy_made_right_after_reset_and_a_copy_of_a_copy() -> None:
+    env = gym.make("SimpleK8sWebApp-v0")
     env.reset(seed=0)
     first = copy.deepcopy(env)
     second = pickle.loads(pickle.dumps(first))
@@ -77,19 +63,9 @@ def test_a_copy_made_right_after_reset_and_a_copy_of_a_copy(engine: str) -> None
     assert _trajectory(first, actions[:5]) == _trajectory(env, actions[:5])
 
 
-def test_python_twin_copies_share_the_latency_memo() -> None:
-    env = gym.make("SimpleK8sWebApp-v0", backend_options={"twin_engine": "python"})
-    env.reset(seed=0)
-    env.step(np.array([2, 1, 1, 1]))
-    for how in COPIES.values():
-        dup = how(env)
-        assert dup.unwrapped.backend.twin._quantile_cache is twin_module._QUANTILES
-    env.close()
-
-
 @pytest.mark.parametrize("how", sorted(COPIES))
 def test_async_actuation_env_copies(how: str) -> None:
-    """SimpleK8sWebApp-v1 (asynchronous actuation, Python twin) copies too."""
+    """SimpleK8sWebApp-v1 (asynchronous actuation) copies too."""
     if "SimpleK8sWebApp-v1" not in gym.registry:
         pytest.skip("SimpleK8sWebApp-v1 is not registered")
     env = gym.make("SimpleK8sWebApp-v1")

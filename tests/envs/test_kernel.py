@@ -21,8 +21,8 @@ import infragym  # noqa: F401  (registers the environments)
 from infragym.envs import kernel
 from infragym.envs.scenarios import names as scenario_names
 from infragym.errors import ActionError, ConfigError
-from infragym.twin.fast import FastTwin, core_module
 from infragym.twin.model import TwinParams
+from infragym.twin.twin import Twin, core_module
 
 pytestmark = pytest.mark.skipif(
     core_module() is None or not hasattr(core_module(), "EnvBatch"),
@@ -149,7 +149,7 @@ def test_reading_the_twin_mid_episode_changes_nothing(env_id: str) -> None:
             assert repr(backends[0].info()) == repr(backends[1].info())
             assert backends[0].twin._log == backends[1].twin._log
             assert env.render() == ref.render()
-            assert isinstance(backends[0].twin, FastTwin)
+            assert isinstance(backends[0].twin, Twin)
 
 
 @pytest.mark.parametrize("env_id", IDS)

@@ -19,7 +19,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 import infragym  # noqa: F401  (registers the envs)
 from infragym.envs.vector import SimpleK8sWebAppVectorEnv
 from infragym.errors import ConfigError
-from infragym.twin.fast import FastTwin
+from infragym.twin.twin import Twin
 
 
 def _plain(value):
@@ -94,7 +94,7 @@ def test_one_call_into_the_core_steps_every_env():
     calls = []
     vec = gym.make_vec("SimpleK8sWebApp-v1", num_envs=4, vectorization_mode="vector_entry_point")
     vec.reset(seed=0)
-    assert all(isinstance(e.backend.twin, FastTwin) for e in vec.unwrapped.envs)
+    assert all(isinstance(e.backend.twin, Twin) for e in vec.unwrapped.envs)
     kernel = vec.unwrapped._kernel
     batch = kernel.batch
 

@@ -17,9 +17,7 @@ def _state(twin: Twin) -> tuple:
     metrics = tuple((k, None if math.isnan(v) else v) for k, v in sorted(twin.last_metrics.items()))
     nodes = tuple((n.name, n.ready_at, n.removed_at, n.cpu_requested) for n in twin.nodes())
     pods = tuple(
-        (w.name, b.count, b.created_at, b.node.name if b.node else None, b.ready_at)
-        for w in twin.workloads.values()
-        for b in w.batches
+        (p.workload.name, p.node.name if p.node else None, p.ready_at) for p in twin.pods()
     )
     return metrics, nodes, pods, twin.cost_usd, twin.hourly_cost()
 
@@ -47,12 +45,18 @@ def test_random_knob_sequences_match_the_general_path(seed, hpa):
 
 
 def test_cpu_limit_fast_path_updates_the_inputs_and_rolls():
-    twin = Twin(web_app(replicas=2, schedule=constant(20.0)), params=TwinParams(noise=False))
-    twin.advance(30.0)
+    # One M/M/1 pod, 20 ms of CPU per request at 30 req/s: with its 1-core limit mu = 50/s;
+    # at 250m, mu = 12.5/s < 30/s, so it saturates.
+    twin = Twin(web_app(replicas=1, schedule=constant(30.0)), params=TwinParams(noise=False))
+    before = twin.advance(30.0)
     twin.set_property(DEPLOYMENT, "heater", CPU_LIMIT_PATH, "250m")
     container = twin.inputs(DEPLOYMENT, "heater")["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["cpu"] == "250m"
-    heater = twin.workloads[(DEPLOYMENT, "heater")]
-    assert heater.cpu_limit == 0.25
-    assert heater.prev_cores == 1.0  # the old pods keep their 1-core limit until rolled
-    assert heater.rollout_done_at == twin.t + twin.params.pod_startup_s
+    assert twin.workloads[(DEPLOYMENT, "heater")].cpu_limit == 0.25
+    # The old pod keeps its 1-core limit until the rolled one is Ready (pod_startup_s).
+    rolling = twin.advance(twin.params.pod_startup_s / 2)
+    assert rolling["latency_p50"] == before["latency_p50"]
+    assert rolling["error_ratio"] == before["error_ratio"] < 0.01
+    twin.advance(twin.params.pod_startup_s / 2)
+    after = twin.advance(30.0)
+    assert after["error_ratio"] == pytest.approx(1.0 - 12.5 * 0.999 / 30.0)

@@ -1,7 +1,4 @@
-"""The twin against queueing theory, the Kubernetes docs and DigitalOcean's billing rules.
-
-Tests taking ``twin_class`` run on both the Python twin and the compiled one.
-"""
+"""The twin against queueing theory, the Kubernetes docs and DigitalOcean's billing rules."""
 
 from __future__ import annotations
 
@@ -15,18 +12,11 @@ from infragym.apps.workload import CpuWork, constant
 from infragym.backends.base import ResourceRecord
 from infragym.errors import ConfigError
 from infragym.twin.cost import K8S_PVC, resource_hourly_cost
-from infragym.twin.fast import FastTwin
 from infragym.twin.model import TwinParams
 from infragym.twin.twin import CPU_LIMIT_PATH, Twin
 from tests.twin.graphs import DEPLOYMENT, NODE_POOL, web_app
 
 EXACT = TwinParams(noise=False)
-
-
-@pytest.fixture(params=["python", "native"])
-def twin_class(request) -> type[Twin]:
-    """The reference twin, and the compiled one: both must meet these references."""
-    return Twin if request.param == "python" else FastTwin
 
 
 def run(twin: Twin, steps: int, seconds: float = 30.0) -> dict[str, float]:
@@ -36,9 +26,9 @@ def run(twin: Twin, steps: int, seconds: float = 30.0) -> dict[str, float]:
     return m
 
 
-def test_single_pod_matches_mm1(twin_class):
+def test_single_pod_matches_mm1():
     # One pod, one worker, limit 1 core, 20 ms exponential CPU per request: mu = 50/s.
-    twin = twin_class(web_app(replicas=1, schedule=constant(40.0)), params=EXACT)
+    twin = Twin(web_app(replicas=1, schedule=constant(40.0)), params=EXACT)
     m = run(twin, 2)
     rate = 50.0 - 40.0
     assert m["latency_p50"] == pytest.approx(math.log(2) / rate, rel=0.10)
@@ -47,12 +37,12 @@ def test_single_pod_matches_mm1(twin_class):
     assert m["request_rate"] == pytest.approx(40.0, rel=0.01)
 
 
-def test_pod_with_workers_matches_mmc(twin_class):
+def test_pod_with_workers_matches_mmc():
     # One pod with 4 worker processes sharing one socket: an M/M/4 queue.
     from tests.twin.test_queueing import simulate_mmc
 
     work = CpuWork(mean_ms=100.0, distribution="exponential", workers=4, timeout_s=30)
-    twin = twin_class(
+    twin = Twin(
         web_app(
             replicas=1, work=work, cpu_limit="4", node_size="s-8vcpu-16gb", schedule=constant(34.0)
         ),
@@ -64,16 +54,16 @@ def test_pod_with_workers_matches_mmc(twin_class):
         assert m[name] == pytest.approx(float(sorted(sim)[int(q * len(sim))]), rel=0.10)
 
 
-def test_several_pods_split_load_at_random(twin_class):
+def test_several_pods_split_load_at_random():
     # kube-proxy (iptables) picks a backend at random: n pods are n M/M/1 queues at lam/n.
-    twin = twin_class(web_app(replicas=4, schedule=constant(160.0)), params=EXACT)
+    twin = Twin(web_app(replicas=4, schedule=constant(160.0)), params=EXACT)
     m = run(twin, 2)
     assert m["latency_p95"] == pytest.approx(math.log(20) / (50.0 - 40.0), rel=0.10)
 
 
-def test_cpu_limit_caps_throughput(twin_class):
+def test_cpu_limit_caps_throughput():
     # 20 ms of CPU per request under a 250m limit takes 80 ms: at most 12.5 req/s served.
-    twin = twin_class(web_app(replicas=1, cpu_limit="250m", schedule=constant(40.0)), params=EXACT)
+    twin = Twin(web_app(replicas=1, cpu_limit="250m", schedule=constant(40.0)), params=EXACT)
     m = run(twin, 2)
     served = m["request_rate"] * (1 - m["error_ratio"]) / (1 - 0)  # answered minus shed
     assert m["offered_rate"] == pytest.approx(40.0)
@@ -82,20 +72,20 @@ def test_cpu_limit_caps_throughput(twin_class):
     assert m["cpu_utilisation_limits"] == pytest.approx(1.0, rel=0.02)
 
 
-def test_pods_beyond_allocatable_stay_pending(twin_class):
+def test_pods_beyond_allocatable_stay_pending():
     # s-1vcpu-2gb: 1 vCPU less the kubelet reservation; 250m requests.
     size = catalog.size("s-1vcpu-2gb")
     fit_per_node = int(size.allocatable_cpu // 0.25)
-    twin = twin_class(web_app(replicas=10, node_size="s-1vcpu-2gb", node_count=2), params=EXACT)
+    twin = Twin(web_app(replicas=10, node_size="s-1vcpu-2gb", node_count=2), params=EXACT)
     m = run(twin, 1)
     assert m["replicas_ready"] == 2 * fit_per_node
     # The siege-engine fits the system pool, so only heater pods are Pending.
     assert m["pods_pending"] == 10 - 2 * fit_per_node
 
 
-def test_new_node_ready_only_after_boot_delay(twin_class):
+def test_new_node_ready_only_after_boot_delay():
     params = TwinParams(noise=False)
-    twin = twin_class(web_app(replicas=10, node_size="s-1vcpu-2gb", node_count=1), params=params)
+    twin = Twin(web_app(replicas=10, node_size="s-1vcpu-2gb", node_count=1), params=params)
     run(twin, 1)
     twin.set_property(NODE_POOL, "workers", "nodeCount", 2)
     ready = []
@@ -108,8 +98,8 @@ def test_new_node_ready_only_after_boot_delay(twin_class):
     assert twin.metrics()["pods_pending"] < 10 - 3
 
 
-def test_pool_resize_replaces_nodes_new_first(twin_class):
-    twin = twin_class(web_app(replicas=2, node_size="s-2vcpu-4gb", node_count=2), params=EXACT)
+def test_pool_resize_replaces_nodes_new_first():
+    twin = Twin(web_app(replicas=2, node_size="s-2vcpu-4gb", node_count=2), params=EXACT)
     run(twin, 1)
     twin.set_property(NODE_POOL, "workers", "size", "s-4vcpu-8gb")
     m = twin.advance(30.0)
@@ -120,8 +110,8 @@ def test_pool_resize_replaces_nodes_new_first(twin_class):
     assert sizes == ["s-2vcpu-4gb", "s-4vcpu-8gb", "s-4vcpu-8gb"]  # system + new workers
 
 
-def test_episode_cost_is_price_table_over_lifetimes(twin_class):
-    twin = twin_class(web_app(node_size="s-2vcpu-4gb", node_count=2), params=EXACT)
+def test_episode_cost_is_price_table_over_lifetimes():
+    twin = Twin(web_app(node_size="s-2vcpu-4gb", node_count=2), params=EXACT)
     run(twin, 10)  # 300 s with 1 system + 2 workers of s-2vcpu-4gb
     twin.set_property(NODE_POOL, "workers", "nodeCount", 3)
     run(twin, 20)  # 600 s more; the third worker is billed from Ready (240 s later)
@@ -130,9 +120,9 @@ def test_episode_cost_is_price_table_over_lifetimes(twin_class):
     assert twin.cost_usd == pytest.approx(expected, rel=1e-9)
 
 
-def test_hpa_declared_in_graph_scales_to_formula(twin_class):
+def test_hpa_declared_in_graph_scales_to_formula():
     # 100 req/s of 20 ms: 2 cores busy; 250m requests at 70 % target -> ceil(2/0.175) = 12.
-    twin = twin_class(
+    twin = Twin(
         web_app(replicas=2, schedule=constant(100.0), hpa={"min": 1, "max": 20, "target": 70}),
         params=EXACT,
     )
@@ -182,23 +172,23 @@ def test_knob_changes_stay_in_their_twin():
     assert other.pools[(NODE_POOL, "workers")].size.slug == "s-2vcpu-4gb"
 
 
-def test_same_seed_same_run(twin_class):
-    a = twin_class(web_app(schedule=constant(60.0)), seed=5)
-    b = twin_class(web_app(schedule=constant(60.0)), seed=5)
+def test_same_seed_same_run():
+    a = Twin(web_app(schedule=constant(60.0)), seed=5)
+    b = Twin(web_app(schedule=constant(60.0)), seed=5)
     assert [a.advance(30.0) for _ in range(20)] == [b.advance(30.0) for _ in range(20)]
 
 
-def test_node_cpu_caps_pods_only_when_their_use_exceeds_it(twin_class):
+def test_node_cpu_caps_pods_only_when_their_use_exceeds_it():
     # One s-1vcpu-2gb worker; 3 heater pods with 1-core limits (requests 250m fit).
     free = catalog.size("s-1vcpu-2gb").allocatable_cpu
-    light = twin_class(
+    light = Twin(
         web_app(replicas=3, node_size="s-1vcpu-2gb", node_count=1, schedule=constant(15.0)),
         params=EXACT,
     )
     m = run(light, 2)
     # 15 req/s x 20 ms = 0.3 cores: no contention, each pod an M/M/1 at 5 req/s.
     assert m["latency_p95"] == pytest.approx(math.log(20) / (50.0 - 5.0), rel=0.02)
-    heavy = twin_class(
+    heavy = Twin(
         web_app(replicas=3, node_size="s-1vcpu-2gb", node_count=1, schedule=constant(60.0)),
         params=EXACT,
     )
@@ -217,7 +207,7 @@ def test_resizing_again_before_ready_replaces_the_booting_pool_unbilled():
     twin.set_property(NODE_POOL, "workers", "size", "s-8vcpu-16gb")
     live = sorted(n.size.slug for n in twin.nodes())  # applies the pool change
     assert live == ["s-2vcpu-4gb", "s-8vcpu-16gb", "s-8vcpu-16gb"]  # system node, new pool
-    sizes = sorted(n.size.slug for p in twin.pools.values() for n in p.nodes)
+    sizes = sorted(n.size.slug for n in twin.all_nodes())
     # The booting s-4vcpu-8gb nodes are gone; the Ready s-2vcpu-4gb ones keep serving.
     assert sizes == ["s-2vcpu-4gb", "s-2vcpu-4gb", "s-2vcpu-4gb", "s-8vcpu-16gb", "s-8vcpu-16gb"]
     m = run(twin, 7)  # 210 s: the new pool is not Ready yet
