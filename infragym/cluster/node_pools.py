@@ -28,9 +28,11 @@ A node belongs to the pool whose *uid* its owner reference names, not to any poo
 same name: a pool deleted and created again under its name (a stack destroyed and
 deployed again, perhaps with another size) between two passes must not adopt the old
 pool's nodes, whose size and readiness are not its own; they are deleted at once. A node
-name seen in a pass is never created again in that pass, and the pods of a removed node
-are listed after the node is deleted, so that none bound meanwhile is left running on a
-node that no longer exists.
+name seen in a pass is never created again in that pass. The nodes a pass removes are all
+cordoned first (so the pods of one do not land on the next), then each is deleted, then
+its pods (listed after the node is gone); a pod the scheduler still binds to a node that
+no longer exists (its cache lags) is deleted in the next pass, not left Running there
+until the pod garbage collector's quarantine (40 s) ends.
 
 A pool's ``status`` says how many nodes it has and how many are Ready. The knobs of the
 ``local-k8s`` layer are ``spec.nodeCount`` and ``spec.size`` of its ``workers`` pool.
@@ -39,6 +41,7 @@ A pool's ``status`` says how many nodes it has and how many are Ready. The knobs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import time
@@ -207,26 +210,27 @@ def _ready(node: Mapping[str, Any]) -> bool:
 def reconcile(client: ApiClient) -> int:
     """One pass over every pool; returns how many Node objects it created or deleted."""
     pools = (client.request("GET", _pools_path()) or {}).get("items") or []
+    pods = client.list("pods")  # before the nodes: a pod's node, if any, existed then
     nodes = client.list("nodes")
-    pods_on: dict[str, int] = {}
-    for p in client.list("pods"):
-        node_name = (p.get("spec") or {}).get("nodeName")
-        if node_name:
-            pods_on[node_name] = pods_on.get(node_name, 0) + 1
-    changes = 0
     taken = {n["metadata"]["name"] for n in nodes}  # not created again in this pass
+    pods_on: dict[str, int] = {}
+    changes = 0
+    for p in pods:
+        node_name = (p.get("spec") or {}).get("nodeName")
+        if node_name and node_name not in taken:
+            # Bound to a node that is gone (the scheduler may bind to a node it has not
+            # yet seen deleted): delete it now, not when the pod garbage collector does.
+            meta = p["metadata"]
+            client.delete("pods", meta["name"], meta.get("namespace"), grace_seconds=0)
+        elif node_name:
+            pods_on[node_name] = pods_on.get(node_name, 0) + 1
     # Nodes of a deleted pool go at once (the garbage collector would get to them only
     # after its next discovery of the NodePool type, up to 30 s later), also when a pool
     # of the same name exists again: it is another pool (another uid).
     live = {p["metadata"]["uid"] for p in pools}
-    kept = []
-    for n in nodes:
-        owner = _owner_uid(n)
-        if owner is not None and owner not in live:
-            _delete_node(client, n["metadata"]["name"])
-            changes += 1
-        else:
-            kept.append(n)
+    orphans = [n for n in nodes if _owner_uid(n) not in (None, *live)]
+    changes += _remove_nodes(client, orphans)
+    kept = [n for n in nodes if n not in orphans]
     for pool in pools:
         name, uid = pool["metadata"]["name"], pool["metadata"]["uid"]
         spec = pool.get("spec") or {}
@@ -246,9 +250,7 @@ def reconcile(client: ApiClient) -> int:
             if _owner_uid(n) == uid
         ]
         if old and sum(map(_ready, fresh)) >= want:
-            for n in old:
-                _delete_node(client, n["metadata"]["name"])
-                changes += 1
+            changes += _remove_nodes(client, old)
         status = {"nodes": len(fresh), "readyNodes": sum(map(_ready, fresh))}
         if (pool.get("status") or {}) != status:
             client.request(
@@ -295,9 +297,7 @@ def _scale(
                 _neg_time(n["metadata"].get("creationTimestamp", "")),
             ),
         )
-        for n in order[: len(current) - want]:
-            _delete_node(client, n["metadata"]["name"])
-        return len(current) - want
+        return _remove_nodes(client, order[: len(current) - want])
     return 0
 
 
@@ -305,21 +305,33 @@ def _neg_time(stamp: str) -> tuple[int, ...]:
     return tuple(-ord(c) for c in stamp)
 
 
-def _delete_node(client: ApiClient, node: str) -> None:
-    """Delete a node, then the pods bound to it (their controllers recreate them).
+def _remove_nodes(client: ApiClient, nodes: list[dict[str, Any]]) -> int:
+    """Cordon every one of ``nodes``, then delete each and the pods bound to it (their
+    controllers recreate them elsewhere), as DOKS drains the nodes it removes.
 
-    The pods are listed after the node is gone, so a pod the scheduler bound to it since
-    the pass began is deleted too, rather than left Running on a node that does not exist
-    until the pod garbage collector notices (tens of seconds, during which its Deployment
-    counts it Ready and the pod it should become stays unscheduled).
+    All are cordoned first, so the pods of the first one deleted are not rescheduled onto
+    the next. The pods are listed after their node is gone, so a pod the scheduler bound
+    to it since the pass began is deleted too, rather than left Running on a node that
+    does not exist until the pod garbage collector notices (tens of seconds, during which
+    its Deployment counts it Ready and the pod it should become stays unscheduled). One
+    the scheduler binds later still (its cache lags) goes in the next pass.
+
+    Returns:
+        How many nodes were removed.
     """
-    client.delete("nodes", node)
-    doc = client.request(
-        "GET", ApiClient.path("pods"), query={"fieldSelector": f"spec.nodeName={node}"}
-    )
-    for p in (doc or {}).get("items") or []:
-        meta = p["metadata"]
-        client.delete("pods", meta["name"], meta.get("namespace"), grace_seconds=0)
+    names = [n["metadata"]["name"] for n in nodes]
+    for node in names:
+        with contextlib.suppress(ClusterError):  # (gone already: deleted by the GC, say)
+            client.patch("nodes", node, {"spec": {"unschedulable": True}})
+    for node in names:
+        client.delete("nodes", node)
+        doc = client.request(
+            "GET", ApiClient.path("pods"), query={"fieldSelector": f"spec.nodeName={node}"}
+        )
+        for p in (doc or {}).get("items") or []:
+            meta = p["metadata"]
+            client.delete("pods", meta["name"], meta.get("namespace"), grace_seconds=0)
+    return len(names)
 
 
 def run(client: ApiClient, interval: float = 0.5) -> None:

@@ -4,7 +4,8 @@ These pin down two races the local cluster showed under load (see
 :mod:`infragym.cluster.node_pools`): a pool deleted and created again under its name
 between two passes, which must not adopt the old pool's nodes (another size, another
 readiness), and a pod bound to a node after the pass listed the pods, which must go with
-the node rather than stay Running on a node that no longer exists.
+the node (or, bound later still, in the next pass) rather than stay Running on a node
+that no longer exists.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ class FakeApi:
         self.nodes[name] = copy.deepcopy(obj)
         return obj
 
+    def patch(self, kind: str, name: str, patch: dict, namespace: str | None = None) -> dict:
+        assert kind == "nodes" and name in self.nodes, (kind, name)
+        self.nodes[name].setdefault("spec", {}).update(patch["spec"])
+        return self.nodes[name]
+
     def delete(self, kind: str, name: str, namespace: str | None = None, **kw: Any) -> None:
         if kind == "nodes":
             if self.before_node_delete:
@@ -146,3 +152,39 @@ def test_a_pod_bound_during_the_pass_goes_with_its_node() -> None:
     reconcile(api)
     assert len(api.nodes) == 1
     assert not api.pods, "a pod is left bound to a node that no longer exists"
+
+
+def test_a_pod_bound_to_a_node_that_is_gone_is_deleted_in_the_next_pass() -> None:
+    # The scheduler's cache can lag behind a deletion and bind a pod to the node after the
+    # pass has deleted it and its pods.
+    api = FakeApi()
+    api.put_pool("dev-workers", "s-2vcpu-4gb", 1)
+    reconcile(api)
+    api.make_ready()
+    (node,) = api.nodes
+    api.bind("kept", node)
+    api.bind("ghost", "dev-workers-s-2vcpu-4gb-9")
+    reconcile(api)
+    assert list(api.pods) == [("ns", "kept")]
+
+
+def test_replaced_nodes_are_all_cordoned_before_the_first_goes() -> None:
+    # Else the pods of the first one deleted are rescheduled onto the next one to go.
+    api = FakeApi()
+    api.put_pool("dev-workers", "s-2vcpu-4gb", 2)
+    reconcile(api)
+    api.make_ready()
+    old = set(api.nodes)
+    api.pools["dev-workers"]["spec"]["size"] = "s-4vcpu-8gb"
+    reconcile(api)  # the new nodes boot
+    api.make_ready()
+    seen: list[set[str]] = []
+
+    def check(node: str) -> None:
+        cordoned = {n for n, v in api.nodes.items() if v.get("spec", {}).get("unschedulable")}
+        seen.append(cordoned)
+
+    api.before_node_delete = check
+    reconcile(api)  # the new ones are Ready: the old ones go
+    assert not old & set(api.nodes)
+    assert seen and seen[0] == old

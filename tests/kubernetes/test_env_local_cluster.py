@@ -319,11 +319,12 @@ def test_step_changes_the_node_size_and_the_scheduler_places_the_pods(run: Run) 
         )
 
     wait_for("3 Ready s-8vcpu-16gb workers, the old ones gone", replaced, 120)
-    wait_for(
-        "9 heater pods bound to the new nodes",
-        lambda: len([p for p in heater_pods(k8s) if p["spec"].get("nodeName")]) == 9,
-        120,
-    )
+
+    def on_new_nodes() -> bool:
+        names = {n["metadata"]["name"] for n in pool_nodes(k8s)}
+        return len([p for p in heater_pods(k8s) if p["spec"].get("nodeName") in names]) == 9
+
+    wait_for("9 heater pods bound to the new nodes", on_new_nodes, 120)
     pods = check_placement(k8s, "s-8vcpu-16gb", 3)
     assert len(pods) == 9
     info = run.observe_settled(lambda: api_truth(k8s))
