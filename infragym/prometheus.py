@@ -179,6 +179,15 @@ class PrometheusSource:
 
     # ------------------------------------------------------------------ queries
 
+    def measures(self, name: str) -> bool:
+        """Whether this source answers metric ``name`` (it has PromQL).
+
+        ``nodes_booting`` and ``next_node_ready_s`` have none: a droplet is invisible to
+        Kubernetes until it registers, so the pulumi backend works them out itself.
+        """
+        metric = self.metrics.get(name)
+        return metric is not None and metric.promql is not None
+
     def promql(self, name: str) -> str:
         """The PromQL run for metric ``name`` with this source's window and app.
 

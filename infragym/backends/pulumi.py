@@ -427,10 +427,58 @@ class PulumiBackend(Backend):
         measured = [n for n in names if n != "cost_hourly"]
         values: dict[str, float] = {}
         if measured:
-            values, _missing = self._metrics_source().instant(measured)
+            source = self._metrics_source()
+            measures = getattr(source, "measures", None)  # a source without it answers all
+            own = [n for n in measured if n in _BOOTING and measures and not measures(n)]
+            asked = [n for n in measured if n not in own]
+            if own and "nodes_ready" not in asked:
+                asked.append("nodes_ready")
+            values, _missing = source.instant(asked) if asked else ({}, [])
+            if own:
+                values.update(self._booting(values["nodes_ready"]))
         if "cost_hourly" in names:
             values["cost_hourly"] = hourly_cost(self.resources())
         return {name: float(values[name]) for name in names}
+
+    def _booting(self, nodes_ready: float) -> dict[str, float]:
+        """``nodes_booting`` and ``next_node_ready_s`` where the metrics source has no
+        view of them (DigitalOcean: a droplet is invisible to Kubernetes until it registers).
+
+        The nodes asked for are the DOKS node pools' counts as deployed, or as the pool
+        updates in flight set them (a size change brings up a new pool beside the old
+        one); those not Ready (``nodes_ready``) are booting. The next
+        one is expected :attr:`TwinParams.node_boot_s` (DigitalOcean's measured boot time)
+        after the earliest of those updates started; 0 when none is in flight (the update
+        has returned, so its nodes are registering).
+        """
+        from infragym.twin.cost import pool_node_count
+        from infragym.twin.model import TwinParams
+
+        counts = {}
+        for record in self.resources():
+            count = pool_node_count(record)
+            if count is not None:
+                counts[(record.type, record.name)] = count
+        started, replaced = [], set()
+        for update in self.queue.in_flight.values():
+            for knob, value in update.changes:
+                key = (knob.type, knob.resource)
+                if key not in counts:
+                    continue
+                if knob.path.endswith("nodeCount"):
+                    counts[key] = int(value)
+                elif knob.path.endswith("size"):
+                    replaced.add(key)  # a new pool boots beside the old, Ready one
+                else:
+                    continue
+                started.append(update.started_at)
+        asked = sum(counts.values()) + sum(counts[key] for key in replaced)
+        booting = max(asked - nodes_ready, 0.0)
+        if not booting:
+            return {"nodes_booting": 0.0, "next_node_ready_s": 0.0}
+        boot, now = TwinParams().node_boot_s, self._now()
+        left = min((max(t + boot - now, 0.0) for t in started), default=0.0)
+        return {"nodes_booting": booting, "next_node_ready_s": left}
 
     def resources(self) -> list[ResourceRecord]:
         """The custom resources of every deployed layer, from the stacks' exported state.
@@ -1096,6 +1144,10 @@ class PulumiBackend(Backend):
                 "{'prometheus_url': 'http://...'} (or metrics=<a source with instant()>)"
             )
         return self._metrics
+
+
+_BOOTING = ("nodes_booting", "next_node_ready_s")
+"""Metrics of nodes asked for and not Ready yet, which Prometheus cannot see."""
 
 
 def _no_program() -> None:

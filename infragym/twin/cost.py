@@ -43,6 +43,18 @@ def _pool_nodes_cost(pool: Mapping[str, Any]) -> float:
     return catalog.hourly_price(pool["size"]) * _n(count, 1.0)
 
 
+def pool_node_count(record: ResourceRecord) -> int | None:
+    """The nodes a DOKS node pool asks for (a cluster's default pool included; at least
+    ``minNodes`` for an autoscaled one); ``None`` for any other resource."""
+    if record.type == CLUSTER:
+        pool = record.inputs.get("nodePool") or {}
+    elif record.type == NODE_POOL:
+        pool = record.inputs
+    else:
+        return None
+    return int(_n(pool.get("nodeCount") or pool.get("minNodes"), 1.0))
+
+
 def resource_hourly_cost(record: ResourceRecord, *, include_nodes: bool = True) -> float | None:
     """Hourly USD cost of one resource; ``None`` for resources DigitalOcean does not bill."""
     inputs = record.inputs

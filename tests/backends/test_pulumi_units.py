@@ -314,6 +314,59 @@ def test_observe_delegates_to_the_metrics_source(tmp_path: Path) -> None:
     assert values["rate"] == 1.5 and math.isnan(values["p95"])
 
 
+def test_booting_nodes_on_digitalocean_come_from_the_pools_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prometheus cannot see a droplet before it registers: the backend counts the nodes
+    its pools ask for (as deployed, or as the update in flight sets them) against the
+    Ready ones, and expects the next after DigitalOcean's boot time from the update's start."""
+    from infragym.backends import Change
+    from infragym.graph import ResourceRecord
+    from infragym.knobs import Choice, IntRange, Knob
+    from infragym.prometheus import PrometheusSource
+    from infragym.twin.cost import CLUSTER, NODE_POOL
+    from infragym.twin.model import TwinParams
+    from infragym.updates import Update
+
+    asked: list[list[str]] = []
+
+    class Source(PrometheusSource):  # its measures(); instant() answers nodes_ready
+        def __init__(self) -> None:
+            super().__init__("http://127.0.0.1:1", 30.0)
+
+        def instant(self, names, at=None):
+            asked.append(list(names))
+            return {n: 3.0 for n in names}, []
+
+    b = _backend(tmp_path, metrics=Source())
+    records = [
+        ResourceRecord("do-managed-k8s", CLUSTER, "cluster", {"nodePool": {"nodeCount": 1}}),
+        ResourceRecord("do-managed-k8s", NODE_POOL, "workers", {"nodeCount": 2, "size": "x"}),
+    ]
+    monkeypatch.setattr(b, "resources", lambda: records)
+    names = ["nodes_booting", "next_node_ready_s", "replicas_ready"]
+    assert b.observe(names) == {"nodes_booting": 0.0, "next_node_ready_s": 0.0,
+                                "replicas_ready": 3.0}  # fmt: skip
+    assert asked[-1] == ["replicas_ready", "nodes_ready"]  # never the two without PromQL
+
+    count = Knob("node_count", "do-managed-k8s", NODE_POOL, "workers", "nodeCount", IntRange(1, 9))
+    size = Knob("node_size", "do-managed-k8s", NODE_POOL, "workers", "size", Choice(("x", "y")))
+    started = b._now() - 100.0
+    b.queue.in_flight["do-managed-k8s"] = Update(
+        "do-managed-k8s", (Change(count, 5),), started_at=started
+    )
+    got = b.observe(["nodes_booting", "next_node_ready_s"])
+    assert got["nodes_booting"] == 1 + 5 - 3
+    assert TwinParams().node_boot_s - 100.0 - 1.0 < got["next_node_ready_s"]
+    assert got["next_node_ready_s"] <= TwinParams().node_boot_s - 100.0
+
+    b.queue.in_flight["do-managed-k8s"] = Update(
+        "do-managed-k8s", (Change(size, "y"),), started_at=b._now() - 1000.0
+    )
+    got = b.observe(["nodes_booting", "next_node_ready_s"])
+    assert got == {"nodes_booting": 1 + 2 + 2 - 3, "next_node_ready_s": 0.0}
+
+
 def test_cli_not_found_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from infragym.backends.engine import find_cli
 
