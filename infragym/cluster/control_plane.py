@@ -502,6 +502,11 @@ class LocalCluster:
     def _start(
         self, state: dict[str, Any], name: str, args: list[str], binary: str | None = None
     ) -> None:
+        env = None
+        if binary == sys.executable:  # the controller: the infragym this process runs
+            here = str(Path(__file__).resolve().parents[2])
+            paths = [here, os.environ.get("PYTHONPATH", "")]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         binary = binary or str(Path(state["bin_dir"]) / name)
         log = self.log_path(name)
         with open(log, "ab") as out:
@@ -513,6 +518,7 @@ class LocalCluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
+                env=env,
                 start_new_session=True,
             )
         self._procs[name] = popen
