@@ -193,10 +193,24 @@ def trace_segment(name: str, split: Split) -> tuple[int, int]:
 
 
 def _replay(name: str, rng: np.random.Generator, split: Split) -> Schedule:
+    target = float(_pick(rng, TRACE_MEANS[name]))
+    return trace_variant(name, split, target, int(rng.integers(TRACE_OFFSETS)))
+
+
+@functools.lru_cache(maxsize=512)
+def trace_variant(name: str, split: Split, target: float, offset_index: int) -> Schedule:
+    """The looped trace schedule of one variant: ``split``'s segment of trace scenario
+    ``name``, scaled to a mean of ``target`` requests/s and rotated to start at offset
+    ``offset_index`` of :data:`TRACE_OFFSETS`.
+
+    Built once per variant (there are at most 40 per split and family) and shared by
+    every episode that draws it: building one (about 2,100 points, validated by the
+    :class:`Trace` model) costs about as much as the rest of a reset. Schedules are
+    immutable (frozen models; treat ``points`` as read-only), so sharing is safe.
+    """
     start, end = trace_segment(name, split)
     segment = trace_counts(name)[start:end]
-    target = float(_pick(rng, TRACE_MEANS[name]))
-    offset = (int(rng.integers(TRACE_OFFSETS)) * len(segment)) // TRACE_OFFSETS
+    offset = (offset_index * len(segment)) // TRACE_OFFSETS
     rates = np.round(np.roll(segment, -offset) * (target / segment.mean()), 2)
     points = [(float(t), float(r)) for t, r in enumerate(rates)]
     points.append((float(len(rates)), float(rates[0])))  # closes the loop's period

@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from infragym import catalog, metrics
+from infragym.apps.dumps import schedule_dump
 from infragym.backends import Change, LayerSpec, make_backend
 from infragym.envs import arguments, clusters, kernel
 from infragym.envs import scenarios as scenario_lib
@@ -309,7 +310,9 @@ class SimpleK8sWebAppEnv(gym.Env):
         for name in self.layer_names:
             s = dict(self.settings[name])
             if name == "k8s-siege-engine":
-                s["schedule"] = schedule.model_dump(mode="json")
+                # The object, not its dump: the sim backend keys its graph cache on the
+                # other settings and writes the schedule's JSON into the graph itself.
+                s["schedule"] = schedule
             out.append(LayerSpec(name, s))
         return out
 
@@ -343,7 +346,7 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.history = [observed]
         obs, missing = self._observation(observed)
         info = self._info(observed, missing, ())
-        info.update(scenario=name, split=split, schedule=schedule.model_dump(mode="json"))
+        info.update(scenario=name, split=split, schedule=schedule_dump(schedule))
         return obs, info
 
     def step(self, action):
