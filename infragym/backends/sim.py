@@ -26,6 +26,7 @@ from infragym.backends.base import (
 )
 from infragym.catalog import unknown_choice
 from infragym.errors import ConfigError
+from infragym.twin import builder
 from infragym.twin.model import TwinParams
 from infragym.twin.twin import Twin, check_engine, make_twin
 from infragym.updates import LayerQueue
@@ -99,6 +100,8 @@ def resource_graph(layers: Sequence[LayerSpec], deployment: str) -> list[Resourc
     if graph.records is None:
         return _graph_of(layers, deployment)
     texts = tuple(schedule_json(value) for _, _, value in found)
+    for text, (_, _, value) in zip(texts, found, strict=True):
+        builder.known_schedule(text, value)
     scheduled_key = (key, texts)
     hit = _SCHEDULED.get(scheduled_key)
     if hit is not None and hit[0] is graph:
