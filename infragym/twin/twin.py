@@ -73,6 +73,8 @@ METRIC_NAMES = (
 _ROLES = {"other": 0, "heater": 1, "siege": 2, "database": 3}
 _MISSING: Any = object()
 _INF = float("inf")
+_SEEDS_IN_CORE = 2**64
+"""Seeds whose absolute value is below this seed the core's noise in Rust (``seed_noise``)."""
 _NO_SIZE = (0, 0.0, 0.0, 0.0)
 """The size field of a core op that sets no size."""
 
@@ -372,8 +374,11 @@ class Twin:
             state["database"] = _copied(self.database)
         core = self._core.copy()
         if self.params.noise:
-            _, words, gauss_next = random.Random(seed).getstate()
-            core.set_noise(list(words[:-1]), words[-1], gauss_next)
+            if type(seed) is int and -_SEEDS_IN_CORE < seed < _SEEDS_IN_CORE:
+                core.seed_noise(abs(seed))  # what random.Random(seed) does, in Rust
+            else:
+                _, words, gauss_next = random.Random(seed).getstate()
+                core.set_noise(list(words[:-1]), words[-1], gauss_next)
         state["_core"] = core
         return dup
 

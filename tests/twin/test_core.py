@@ -424,7 +424,7 @@ def test_a_respawn_runs_as_a_fresh_build(noise):
         return fields, repr(twin.database), inputs
 
     before = declared(kept)
-    for seed in (7, 8, 7):
+    for seed in (7, 8, 7, -3, 2**40 + 1, 2**64 + 1):  # the core seeds up to 64 bits
         fresh = Twin(graph, seed=seed, params=params)
         respawned = kept.respawn(seed)
         assert respawned.__dict__.keys() == fresh.__dict__.keys()
@@ -440,6 +440,15 @@ def test_a_respawn_runs_as_a_fresh_build(noise):
         assert _state(dup) == _state(respawned)
     with pytest.raises(ConfigError, match="respawn"):
         respawned.respawn(1)
+
+
+def test_the_core_seeds_its_noise_as_random_does():
+    """Core.seed_noise(seed) (a respawn's) is set_noise of random.Random(seed)'s state."""
+    core = Twin(web_app(replicas=2), seed=1)._core
+    for seed in (0, 1, 7, 2**31 - 1, 2**32 - 1, 2**32, 2**32 + 5, 2**63 + 12345, 2**64 - 1):
+        core.seed_noise(seed)
+        _, words, gauss_next = random.Random(seed).getstate()
+        assert core.noise_state() == (list(words[:-1]), words[-1], gauss_next)
 
 
 def test_a_fork_is_independent_of_its_original():
