@@ -18,15 +18,16 @@ from typing import Any
 
 from infragym.apps.workload import Schedule
 
-_DUMPS: dict[int, tuple[Schedule, str | None, bytes | None]] = {}
-"""Memo of :func:`schedule_json` and :func:`schedule_dump`, by the schedule's identity
-(the schedule is kept with its dumps, so that its id stays its own)."""
+_DUMPS: dict[int, tuple[Schedule, str | None, Any]] = {}
+"""Memo of :func:`schedule_json` and :func:`schedule_dump`, by the schedule's identity:
+(the schedule, kept so that its id stays its own; its JSON; its JSON-mode dump, or the
+dump marshalled)."""
 
 _DUMPS_SIZE = 1024
 """Schedules the memo keeps before it starts over."""
 
 
-def _dumps_of(schedule: Schedule) -> tuple[Schedule, str | None, bytes | None]:
+def _dumps_of(schedule: Schedule) -> tuple[Schedule, str | None, Any]:
     entry = _DUMPS.get(id(schedule))
     if entry is None or entry[0] is not schedule:
         if len(_DUMPS) >= _DUMPS_SIZE:
@@ -53,16 +54,49 @@ def schedule_json(schedule: Schedule) -> str:
 def schedule_dump(schedule: Schedule) -> dict[str, Any]:
     """``schedule.model_dump(mode="json")`` as a fresh dict, dumped once per schedule object.
 
-    Every call returns new containers (callers may change what they get): the dump is
-    kept marshalled, and unmarshalling a trace's dump is a few times cheaper than dumping
-    it again, with the same content to the bit (JSON-mode dumps hold only dicts, lists,
-    strings, numbers, booleans and ``None``, all of which marshal exactly).
+    Every call returns new containers (callers may change what they get), with the same
+    content to the bit. A dump is a dict holding the shape's dict, whose only lists are a
+    trace's points (lists of two numbers) or a step shape's rates: those are copied
+    container by container (the numbers, immutable, are shared). A dump of any other
+    form is kept marshalled and unmarshalled instead (JSON-mode dumps hold only dicts,
+    lists, strings, numbers, booleans and ``None``, all of which marshal exactly).
     """
     entry = _dumps_of(schedule)
     if entry[2] is None:
-        entry = _DUMPS[id(schedule)] = (
-            schedule,
-            entry[1],
-            marshal.dumps(schedule.model_dump(mode="json")),
-        )
-    return marshal.loads(entry[2])  # type: ignore[arg-type]
+        dump = schedule.model_dump(mode="json")
+        kept = marshal.dumps(dump) if not _copies_fast(dump) else b""
+        entry = _DUMPS[id(schedule)] = (schedule, entry[1], kept or dump)
+    kept = entry[2]
+    if type(kept) is bytes:
+        return marshal.loads(kept)
+    out = dict(kept)
+    out["shape"] = shape = dict(kept["shape"])
+    if "points" in shape:
+        shape["points"] = list(map(list, shape["points"]))
+    if "rates" in shape:
+        shape["rates"] = list(shape["rates"])
+    return out
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _copies_fast(dump: dict[str, Any]) -> bool:
+    """Whether :func:`schedule_dump`'s copy of ``dump`` makes every container anew: its
+    containers are the dump itself, the dict ``shape``, and in it at most ``points`` (a
+    list of lists of scalars) and ``rates`` (a list of scalars)."""
+    shape = dump.get("shape")
+    if type(shape) is not dict or any(
+        type(v) not in _SCALARS for k, v in dump.items() if k != "shape"
+    ):
+        return False
+    for key, value in shape.items():
+        if key == "points" and type(value) is list:
+            if not all(type(p) is list and all(type(x) in _SCALARS for x in p) for p in value):
+                return False
+        elif key == "rates" and type(value) is list:
+            if not all(type(x) in _SCALARS for x in value):
+                return False
+        elif type(value) not in _SCALARS:
+            return False
+    return True
