@@ -164,6 +164,9 @@ class SimpleK8sWebAppEnv(gym.Env):
     The layers as their settings deploy them (2 heater replicas at 250m/500m CPU, 2
     ``s-2vcpu-4gb`` workers), Ready. The load scenario (constant, diurnal, spikes or ramp)
     is drawn from ``np_random``, or chosen with ``reset(options={"scenario": name})``.
+    ``reset``'s info adds ``scenario``, ``split`` and ``schedule`` (the load schedule's
+    JSON-mode dump: new dicts and lists each reset, except a trace's ``[t, rate]``
+    points, shared by the episodes of its variant: read them, do not change them).
 
     ## Episode End
 

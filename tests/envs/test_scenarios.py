@@ -301,7 +301,8 @@ def _containers(value, out):
 @pytest.mark.parametrize("scenario", ["trace-conv", "constant", "step"])
 def test_reset_infos_hold_fresh_schedule_dumps(scenario):
     """Variants share their schedule object and its dumps are memoised, but each reset's
-    info["schedule"] is the model's JSON-mode dump in containers of its own."""
+    info["schedule"] is the model's JSON-mode dump in dicts and lists of its own (a
+    trace's [t, rate] pairs aside: shared, read-only)."""
     from infragym.apps.workload import Step
     from infragym.twin.builder import DEPLOYMENT
 
@@ -314,9 +315,11 @@ def test_reset_infos_hold_fresh_schedule_dumps(scenario):
         infos = [env.reset(seed=1)[1] for _ in range(3)]
         siege = env.unwrapped.backend.twin.workloads[(DEPLOYMENT, "siege-engine")]
         assert infos[0]["schedule"] == siege.schedule.model_dump(mode="json")
-        seen = [set(_containers(info["schedule"], [])) for info in infos]
+        pairs = {id(p) for p in infos[0]["schedule"]["shape"].get("points", [])}
+        seen = [set(_containers(info["schedule"], [])) - pairs for info in infos]
         assert not seen[0] & seen[1] and not seen[1] & seen[2]
         infos[0]["schedule"]["shape"]["kind"] = "changed"
+        infos[0]["schedule"]["shape"].get("points", []).append([0.0, 1.0])
         assert env.reset(seed=1)[1]["schedule"] == infos[1]["schedule"]
     finally:
         env.close()
