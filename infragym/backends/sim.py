@@ -4,6 +4,17 @@
 the layer settings, since programs are pure functions of them) and builds a
 :class:`~infragym.twin.twin.Twin` from it (the compiled core, ``infragym._twin_core``).
 Steps never rerun Pulumi: a knob change writes the twin's copy of the resource.
+
+Resets are cheap after the first (an env resets every episode, a new load each time):
+
+- A load schedule among the settings (a :class:`~infragym.apps.workload.Schedule`
+  object, as the envs pass it) does not key the graph when the programs only write its
+  JSON into it: the graph is cached less the schedule, and the JSON is written into a
+  copy of the records along its path (:func:`resource_graph`). A new scenario variant
+  runs no layer program.
+- Each graph seen (one per variant) keeps an untouched twin, which the next reset of
+  that graph respawns with its seed (:func:`fresh_twin`, :meth:`Twin.respawn`) rather
+  than building the twin again.
 """
 
 from __future__ import annotations
@@ -32,7 +43,10 @@ from infragym.twin.twin import Twin, check_engine, make_twin
 from infragym.updates import LayerQueue
 
 _GRAPH_CACHE: OrderedDict[str, _Graph] = OrderedDict()
+"""Graphs by ``mockrun.graph_key`` of their settings (schedules as :data:`_IN_GRAPH` when
+a graph is cached less them)."""
 _LAYER_CACHE: OrderedDict[str, Any] = OrderedDict()
+"""Each layer's mock run by its settings and upstream outputs (``mockrun.run_layers``)."""
 _SCHEDULED: OrderedDict[tuple[str, tuple[str, ...]], tuple[_Graph, list[ResourceRecord]]]
 _SCHEDULED = OrderedDict()
 """Graphs with their schedules written in, by the graph's key and the schedules' JSON:
