@@ -4,11 +4,13 @@ A scenario is a function ``(np_random, episode_seconds, split) -> Schedule``. Ad
 own with :func:`register_scenario`; look one up with :func:`get`, which checks the split.
 
 **Grids.** Each built-in family draws its parameters from a small grid rather than a
-continuum. The schedule is a layer setting (on real infrastructure it is what the
-siege-engine runs), so the sim backend keys its cached resource graph by it; a grid
-keeps every variant cached after the first episodes (about 110 variants in ``train``,
-below the cache's 256), and the twin's arrival noise still makes every episode
-different.
+continuum (about 110 variants in ``train``). Each variant's schedule is built once and
+shared by its episodes (schedules are immutable), and the sim backend keeps a twin per
+variant it has seen (256 at most), so a reset of a known variant builds nothing. The
+schedule is a layer setting (on real infrastructure it is what the siege-engine runs),
+but it only puts its JSON into the siege-engine's Deployment, so the sim backend caches
+the resource graph less the schedule: a new variant runs no layer program. The twin's
+arrival noise still makes every episode different.
 
 **Splits.** Every family has ``train``, ``validation`` and ``test`` variants, with
 disjoint parameters, so that ``test`` measures generalisation within a family rather
@@ -113,38 +115,56 @@ _RAMP_TRAIN = (((20.0, 120.0), (20.0, 180.0), (50.0, 200.0), (150.0, 30.0)),)
 _RAMP_HELD_OUT = _checkerboard(((35.0, 150.0), (35.0, 190.0), (120.0, 30.0), (180.0, 50.0)))
 
 
+_VARIANTS: dict[tuple, Schedule] = {}
+"""The synthetic families' schedules, by shape and parameters (see :func:`_variant`)."""
+
+_VARIANTS_SIZE = 4096
+"""Schedules :data:`_VARIANTS` keeps before it starts over."""
+
+
+def _variant(shape: type, **params: float) -> Schedule:
+    """``Schedule(shape=shape(**params))``, built once per shape and parameters.
+
+    An episode of a variant gets the schedule object of the earlier ones: schedules are
+    immutable, and the sim backend and the reset info memoise their dumps per object
+    (:mod:`infragym.apps.dumps`). Parameters are told apart by ``repr`` too, so that
+    ``-0.0`` and ``0.0`` (equal, and with one hash) keep schedules of their own.
+    """
+    key = (shape, *((name, value, repr(value)) for name, value in params.items()))
+    schedule = _VARIANTS.get(key)
+    if schedule is None:
+        if len(_VARIANTS) >= _VARIANTS_SIZE:
+            _VARIANTS.clear()
+        schedule = _VARIANTS[key] = Schedule(shape=shape(**params))
+    return schedule
+
+
 def constant(rng: np.random.Generator, episode_s: float, split: Split = "train") -> Schedule:
     """A steady rate: 30-150 requests/s in steps of 30 (train), or the values between."""
     (rate,) = _draw(rng, split, _CONSTANT_TRAIN, _CONSTANT_HELD_OUT)
-    return Schedule(shape=Constant(rate=rate))
+    return _variant(Constant, rate=rate)
 
 
 def diurnal(rng: np.random.Generator, episode_s: float, split: Split = "train") -> Schedule:
     """A day compressed into one episode: a sine of ±60 % around 40-100 requests/s."""
     base, phase = _draw(rng, split, _DIURNAL_TRAIN, _DIURNAL_HELD_OUT)
-    return Schedule(
-        shape=Diurnal(base=base, amplitude=0.6 * base, period=episode_s, phase=phase * episode_s)
+    return _variant(
+        Diurnal, base=base, amplitude=0.6 * base, period=episode_s, phase=phase * episode_s
     )
 
 
 def spikes(rng: np.random.Generator, episode_s: float, split: Split = "train") -> Schedule:
     """A base rate of 30-70 requests/s with one-minute spikes of 3-4x every 5 or 10 minutes."""
     base, factor, every = _draw(rng, split, _SPIKES_TRAIN, _SPIKES_HELD_OUT)
-    return Schedule(
-        shape=Spikes(
-            base=base,
-            spike_rate=base * factor,
-            every=every,
-            spike_seconds=60.0,
-            offset=120.0,
-        )
+    return _variant(
+        Spikes, base=base, spike_rate=base * factor, every=every, spike_seconds=60.0, offset=120.0
     )
 
 
 def ramp(rng: np.random.Generator, episode_s: float, split: Split = "train") -> Schedule:
     """A linear ramp over the episode (mostly up, sometimes down)."""
     ((start, end),) = _draw(rng, split, _RAMP_TRAIN, _RAMP_HELD_OUT)
-    return Schedule(shape=Ramp(start=start, end=end, duration=episode_s))
+    return _variant(Ramp, start=start, end=end, duration=episode_s)
 
 
 # ------------------------------------------------------------------------ traces
@@ -193,14 +213,33 @@ def trace_segment(name: str, split: Split) -> tuple[int, int]:
 
 
 def _replay(name: str, rng: np.random.Generator, split: Split) -> Schedule:
+    target = float(_pick(rng, TRACE_MEANS[name]))
+    return trace_variant(name, split, target, int(rng.integers(TRACE_OFFSETS)))
+
+
+@functools.lru_cache(maxsize=512)
+def trace_variant(name: str, split: Split, target: float, offset_index: int) -> Schedule:
+    """The looped trace schedule of one variant: ``split``'s segment of trace scenario
+    ``name``, scaled to a mean of ``target`` requests/s and rotated to start at offset
+    ``offset_index`` of :data:`TRACE_OFFSETS`.
+
+    Built once per variant (there are at most 40 per split and family) and shared by
+    every episode that draws it: building one (about 2,100 points, validated by the
+    :class:`Trace` model) costs about as much as the rest of a reset. Schedules are
+    immutable (frozen models; treat ``points`` as read-only), so sharing is safe.
+    """
     start, end = trace_segment(name, split)
     segment = trace_counts(name)[start:end]
-    target = float(_pick(rng, TRACE_MEANS[name]))
-    offset = (int(rng.integers(TRACE_OFFSETS)) * len(segment)) // TRACE_OFFSETS
+    offset = (offset_index * len(segment)) // TRACE_OFFSETS
     rates = np.round(np.roll(segment, -offset) * (target / segment.mean()), 2)
-    points = [(float(t), float(r)) for t, r in enumerate(rates)]
+    if not (rates >= 0).all():  # what Trace's validator checks, at numpy's speed
+        raise ConfigError(f"trace {name!r} has a negative rate")
+    points = [(float(t), float(r)) for t, r in enumerate(rates.tolist())]
     points.append((float(len(rates)), float(rates[0])))  # closes the loop's period
-    return Schedule(shape=Trace(points=points, loop=True))
+    # The points are what Trace's validation would make of them (float pairs, sorted by
+    # time by construction, rates checked above): built without it, which costs more
+    # than the rest of building the variant.
+    return Schedule(shape=Trace.model_construct(points=points, loop=True))
 
 
 def trace_conv(rng: np.random.Generator, episode_s: float, split: Split = "train") -> Schedule:
@@ -238,8 +277,10 @@ def register_scenario(name: str, fn: Scenario, *, replace: bool = False) -> None
         name: 1-64 letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit.
         fn: ``(np_random, episode_seconds, split) -> Schedule``. Draw all randomness from
             ``np_random``, and give each split in :data:`SPLITS` its own variants. Draw
-            from a small grid of parameters: the sim backend caches one resource graph per
-            distinct schedule.
+            from a small grid of parameters: the sim backend keeps a twin per distinct
+            schedule, and memoises a schedule's dumps per object (return the same
+            object for the same variant when building it costs much, as the built-ins
+            do).
         replace: Replace a scenario already registered under ``name`` (built-ins too).
 
     Raises:

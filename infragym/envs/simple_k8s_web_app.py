@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from infragym import catalog, metrics
+from infragym.apps.dumps import schedule_dump
 from infragym.backends import Change, LayerSpec, make_backend
 from infragym.envs import arguments, clusters, kernel
 from infragym.envs import scenarios as scenario_lib
@@ -163,6 +164,9 @@ class SimpleK8sWebAppEnv(gym.Env):
     The layers as their settings deploy them (2 heater replicas at 250m/500m CPU, 2
     ``s-2vcpu-4gb`` workers), Ready. The load scenario (constant, diurnal, spikes or ramp)
     is drawn from ``np_random``, or chosen with ``reset(options={"scenario": name})``.
+    ``reset``'s info adds ``scenario``, ``split`` and ``schedule`` (the load schedule's
+    JSON-mode dump: new dicts and lists each reset, except a trace's ``[t, rate]``
+    points, shared by the episodes of its variant: read them, do not change them).
 
     ## Episode End
 
@@ -309,7 +313,9 @@ class SimpleK8sWebAppEnv(gym.Env):
         for name in self.layer_names:
             s = dict(self.settings[name])
             if name == "k8s-siege-engine":
-                s["schedule"] = schedule.model_dump(mode="json")
+                # The object, not its dump: the sim backend keys its graph cache on the
+                # other settings and writes the schedule's JSON into the graph itself.
+                s["schedule"] = schedule
             out.append(LayerSpec(name, s))
         return out
 
@@ -343,7 +349,7 @@ class SimpleK8sWebAppEnv(gym.Env):
         self.history = [observed]
         obs, missing = self._observation(observed)
         info = self._info(observed, missing, ())
-        info.update(scenario=name, split=split, schedule=schedule.model_dump(mode="json"))
+        info.update(scenario=name, split=split, schedule=schedule_dump(schedule))
         return obs, info
 
     def step(self, action):

@@ -150,7 +150,8 @@ class SimpleK8sWebAppV1Env(SimpleK8sWebAppEnv):
     ``np_random`` among ``scenarios`` (default: every registered one, the synthetic
     ``constant``, ``diurnal``, ``spikes``, ``ramp`` and the real traces ``trace-conv`` and
     ``trace-code``; see ``docs/scenarios.md``), in its variant for the env's ``split``, or
-    chosen with ``reset(options={"scenario": name, "split": split})``.
+    chosen with ``reset(options={"scenario": name, "split": split})``. ``reset``'s info
+    says which (``scenario``, ``split``, ``schedule``: as in v0, a trace's points shared).
 
     ## Episode End
 

@@ -73,6 +73,8 @@ METRIC_NAMES = (
 _ROLES = {"other": 0, "heater": 1, "siege": 2, "database": 3}
 _MISSING: Any = object()
 _INF = float("inf")
+_SEEDS_IN_CORE = 2**64
+"""Seeds whose absolute value is below this seed the core's noise in Rust (``seed_noise``)."""
 _NO_SIZE = (0, 0.0, 0.0, 0.0)
 """The size field of a core op that sets no size."""
 
@@ -320,6 +322,65 @@ class Twin:
         )
 
     # ----------------------------------------------------------------- copies
+
+    def respawn(self, seed: int | None) -> Twin:
+        """A new twin of this one's graph and parameters with arrival noise from ``seed``:
+        what ``Twin(records, seed, params)`` builds, without building it.
+
+        For a twin nothing has changed since it was built (the sim backend keeps one per
+        cached graph, untouched, and respawns it at every reset of the graph): the core is
+        copied in Rust and given the seed's generator state, and the declared objects are
+        copied; the records are shared with this twin, as with the graph they came from
+        (the twin copies a record before writing into it). A respawn costs a fraction of
+        a build (reading the graph, making the core and placing the pods), and gives the
+        same twin: the same state, so the same episodes to the bit.
+
+        Raises:
+            ConfigError: This twin has changed since it was built.
+        """
+        if self._log or self.t or self._own_ids:
+            raise ConfigError("respawn needs a twin that nothing has changed since it was built")
+        dup = object.__new__(type(self))
+        state = dup.__dict__
+        state.update(self.__dict__)
+        state["records"] = dict(self.records)
+        state["_origin"] = (self._origin[0], seed, self.params)
+        state["_log"] = log = []
+        state["queue"] = _LoggedQueue(log)
+        state["_last"] = {}
+        state["_own_ids"] = set()
+        state["_slots"] = {}
+        state["_updates"] = {}
+        for name in ("_layer_ids", "_size_ids", "_hpa_ids", "_sizes_by_value", "_limits"):
+            state[name] = dict(state[name])
+        for name in ("_layer_names", "_sizes", "_templates", "_workload_keys"):
+            state[name] = list(state[name])
+        state["_pool_index"] = dict(self._pool_index)
+        state["_workload_index"] = dict(self._workload_index)
+        state["pools"] = {key: _copied(pool) for key, pool in self.pools.items()}
+        for pool in state["pools"].values():
+            pool.labels = dict(pool.labels)
+        state["workloads"] = workloads = {}
+        for key, w in self.workloads.items():
+            workloads[key] = _copied(w)
+            workloads[key].node_selector = dict(w.node_selector)
+        state["autoscalers"] = autoscalers = {}
+        for key, h in self.autoscalers.items():
+            autoscalers[key] = _copied(h)
+            target = workloads.get(h.target.key)
+            if target is not None and self.workloads[h.target.key] is h.target:
+                autoscalers[key].target = target
+        if self.database is not None:
+            state["database"] = _copied(self.database)
+        core = self._core.copy()
+        if self.params.noise:
+            if type(seed) is int and -_SEEDS_IN_CORE < seed < _SEEDS_IN_CORE:
+                core.seed_noise(abs(seed))  # what random.Random(seed) does, in Rust
+            else:
+                _, words, gauss_next = random.Random(seed).getstate()
+                core.set_noise(list(words[:-1]), words[-1], gauss_next)
+        state["_core"] = core
+        return dup
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Twin:
         """A fork: the core copied in Rust, the rest as for any object, except what the
@@ -1067,6 +1128,36 @@ def _schedule_spec(schedule: Schedule) -> tuple[str, list[float], float | None, 
         index = shape._indexed()
         trace = (index.times, index.rates, index.cum, index.period, index.per_period)
     return shape.kind, params, schedule.duration, schedule.mean_rate, trace
+
+
+def _copied(obj: Any) -> Any:
+    """A shallow copy of a slotted dataclass of the model (a pool, workload, HPA or the
+    database), several times cheaper than ``copy.copy``."""
+    cls = type(obj)
+    copier = _COPIERS.get(cls)
+    if copier is None:
+        copier = _COPIERS[cls] = _copier(cls)
+    return copier(obj)
+
+
+_COPIERS: dict[type, Callable[[Any], Any]] = {}
+"""A shallow copier per slotted class (see :func:`_copier`)."""
+
+
+def _copier(cls: type) -> Callable[[Any], Any]:
+    """A function copying ``cls``'s slots one by one, written out as ``dataclasses``
+    writes its ``__init__`` (an attribute assignment per slot beats a loop of setattr)."""
+    names = cls.__slots__
+    if not all(isinstance(name, str) and name.isidentifier() for name in names):
+        raise TypeError(f"{cls.__name__} has no plain slots")
+    body = "".join(f"    dup.{name} = obj.{name}\n" for name in names)
+    namespace: dict[str, Any] = {}
+    exec(
+        f"def copy(obj):\n    dup = new(cls)\n{body}    return dup\n",
+        {"new": object.__new__, "cls": cls},
+        namespace,
+    )
+    return namespace["copy"]
 
 
 def _plain(value: Any) -> bool:

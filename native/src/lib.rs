@@ -470,6 +470,55 @@ impl PyRandom {
         })
     }
 
+    /// The state of `random.Random(seed)` for a seed of at most 64 bits: CPython's
+    /// `random_seed` (the seed's absolute value as little-endian 32-bit words, at least
+    /// one) and `init_by_array`; index 624, no gauss_next: what `getstate()` gives.
+    fn from_seed(seed: u64) -> Self {
+        const N: usize = 624;
+        let key: Vec<u32> = if seed >> 32 == 0 {
+            vec![seed as u32]
+        } else {
+            vec![seed as u32, (seed >> 32) as u32]
+        };
+        let mut mt = [0u32; N];
+        mt[0] = 19_650_218;
+        for i in 1..N {
+            mt[i] = 1_812_433_253u32
+                .wrapping_mul(mt[i - 1] ^ (mt[i - 1] >> 30))
+                .wrapping_add(i as u32);
+        }
+        let (mut i, mut j) = (1usize, 0usize);
+        for _ in 0..N.max(key.len()) {
+            mt[i] = (mt[i] ^ (mt[i - 1] ^ (mt[i - 1] >> 30)).wrapping_mul(1_664_525))
+                .wrapping_add(key[j])
+                .wrapping_add(j as u32);
+            i += 1;
+            j += 1;
+            if i >= N {
+                mt[0] = mt[N - 1];
+                i = 1;
+            }
+            if j >= key.len() {
+                j = 0;
+            }
+        }
+        for _ in 0..N - 1 {
+            mt[i] = (mt[i] ^ (mt[i - 1] ^ (mt[i - 1] >> 30)).wrapping_mul(1_566_083_941))
+                .wrapping_sub(i as u32);
+            i += 1;
+            if i >= N {
+                mt[0] = mt[N - 1];
+                i = 1;
+            }
+        }
+        mt[0] = 0x8000_0000;
+        PyRandom {
+            mt,
+            index: N,
+            gauss_next: None,
+        }
+    }
+
     /// CPython's `genrand_uint32`.
     fn next_u32(&mut self) -> u32 {
         const N: usize = 624;
@@ -1023,6 +1072,23 @@ impl Core {
             self.rng = Some(PyRandom::from_state(&words, index, gauss_next)?);
         }
         Ok(())
+    }
+
+    /// `set_noise` with the state of `random.Random(seed)` (a seed of at most 64 bits,
+    /// its absolute value), made here: a twin's respawn at every env reset, without
+    /// building the 624 words in Python. Ignored when the twin runs without noise.
+    fn seed_noise(&mut self, seed: u64) {
+        if self.rng.is_some() {
+            self.rng = Some(PyRandom::from_seed(seed));
+        }
+    }
+
+    /// The arrival noise's generator state as `set_noise` takes it (words, index,
+    /// gauss_next), or `None` without noise: for tests of `seed_noise`.
+    fn noise_state(&self) -> Option<(Vec<u32>, usize, Option<f64>)> {
+        self.rng
+            .as_ref()
+            .map(|r| (r.mt.to_vec(), r.index, r.gauss_next))
     }
 
     /// An independent copy of this core, in the same state (a fork of the twin).

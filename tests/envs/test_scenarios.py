@@ -288,3 +288,39 @@ def test_trace_scenario_runs_in_the_env():
             env.step(env.action_space.sample())
     finally:
         env.close()
+
+
+def _containers(value, out):
+    if isinstance(value, dict | list):
+        out.append(id(value))
+        for item in value.values() if isinstance(value, dict) else value:
+            _containers(item, out)
+    return out
+
+
+@pytest.mark.parametrize("scenario", ["trace-conv", "constant", "step"])
+def test_reset_infos_hold_fresh_schedule_dumps(scenario):
+    """Variants share their schedule object and its dumps are memoised, but each reset's
+    info["schedule"] is the model's JSON-mode dump in dicts and lists of its own (a
+    trace's [t, rate] pairs aside: shared, read-only)."""
+    from infragym.apps.workload import Step
+    from infragym.twin.builder import DEPLOYMENT
+
+    scenarios.register_scenario(
+        "step", lambda rng, s, split: Schedule(shape=Step(rates=[10.0, 20.0], step_seconds=60.0)),
+        replace=True,
+    )  # fmt: skip
+    env = gym.make("SimpleK8sWebApp-v0", scenarios=[scenario])
+    try:
+        infos = [env.reset(seed=1)[1] for _ in range(3)]
+        siege = env.unwrapped.backend.twin.workloads[(DEPLOYMENT, "siege-engine")]
+        assert infos[0]["schedule"] == siege.schedule.model_dump(mode="json")
+        pairs = {id(p) for p in infos[0]["schedule"]["shape"].get("points", [])}
+        seen = [set(_containers(info["schedule"], [])) - pairs for info in infos]
+        assert not seen[0] & seen[1] and not seen[1] & seen[2]
+        infos[0]["schedule"]["shape"]["kind"] = "changed"
+        infos[0]["schedule"]["shape"].get("points", []).append([0.0, 1.0])
+        assert env.reset(seed=1)[1]["schedule"] == infos[1]["schedule"]
+    finally:
+        env.close()
+        scenarios.SCENARIOS.pop("step", None)

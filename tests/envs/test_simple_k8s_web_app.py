@@ -76,6 +76,35 @@ def test_graph_order_does_not_depend_on_the_mock_runtime(monkeypatch):
     sim._GRAPH_CACHE.clear()
 
 
+def test_a_new_load_variant_reuses_the_cached_graph(monkeypatch):
+    """The schedule only writes its JSON into the graph: a variant not seen before runs no
+    layer program, and gets the graph a mock run with it would give."""
+    from infragym.backends import mockrun, sim
+
+    env = make().unwrapped
+    rng = np.random.default_rng(0)
+    first = env._layers(scenarios_lib.get("constant")(rng, 60.0))
+    sim.resource_graph(first, "variants")
+    runs = []
+    run_layers = mockrun.run_layers
+
+    def counted(*args, **kwargs):
+        runs.append(args)
+        return run_layers(*args, **kwargs)
+
+    monkeypatch.setattr(mockrun, "run_layers", counted)
+    for split in ("train", "test"):
+        for name in ("spikes", "trace-code"):
+            layers = env._layers(scenarios_lib.get(name)(rng, 60.0, split))
+            records = sim.resource_graph(layers, "variants")
+            assert sim.resource_graph(layers, "variants") is records
+            assert not runs
+            direct, _ = run_layers(layers, "variants")
+            key = lambda r: (r.layer, r.type, r.name)  # noqa: E731
+            assert sorted(map(key, records)) == sorted(map(key, direct))
+            assert {key(r): r.inputs for r in records} == {key(r): r.inputs for r in direct}
+
+
 def test_graph_comes_from_the_layers():
     env = make()
     _, info = env.reset(seed=0)

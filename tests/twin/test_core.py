@@ -392,6 +392,65 @@ def test_a_copy_runs_as_the_original_with_updates_waiting(how):
     assert runs[0] == runs[1]
 
 
+@pytest.mark.parametrize("noise", [True, False])
+def test_a_respawn_runs_as_a_fresh_build(noise):
+    """Twin.respawn (the sim backend's reset of a cached graph) is Twin(graph, seed)
+    without the build: the same attributes and the same episode, and respawns of one
+    twin share nothing that changes (each runs as if the others had not)."""
+    kept = _everything(1, deployment_await_s=60.0, noise=noise)
+    graph, params = kept._origin[0], kept.params
+    knobs = [
+        Knob(f"k{i}", name, t, name, p, IntRange(0, 9))
+        for i, (t, name, p, _) in enumerate(_GENERIC)
+    ]
+
+    def episode(twin: Twin) -> list[tuple]:
+        rng = random.Random(4)
+        states = []
+        for _ in range(40):
+            i = rng.randrange(len(knobs))
+            twin.request([Change(knobs[i], copy.deepcopy(rng.choice(_GENERIC[i][3])))])
+            if rng.random() < 0.3:
+                random_knob_changes(twin, rng)
+            twin.advance(30.0)
+            states.append(_state(twin))
+        return states
+
+    def declared(twin: Twin) -> tuple:
+        """The declared objects and the inputs, field by field."""
+        objects = (*twin.pools.values(), *twin.workloads.values(), *twin.autoscalers.values())
+        fields = [[repr(getattr(o, name)) for name in type(o).__slots__] for o in objects]
+        inputs = {key: repr(r.inputs) for key, r in twin.records.items()}
+        return fields, repr(twin.database), inputs
+
+    before = declared(kept)
+    for seed in (7, 8, 7, -3, 2**40 + 1, 2**64 + 1):  # the core seeds up to 64 bits
+        fresh = Twin(graph, seed=seed, params=params)
+        respawned = kept.respawn(seed)
+        assert respawned.__dict__.keys() == fresh.__dict__.keys()
+        assert respawned._origin == fresh._origin
+        assert declared(respawned) == declared(fresh)
+        assert respawned.autoscalers
+        for hpa in respawned.autoscalers.values():  # on the respawn's own workloads
+            assert hpa.target is respawned.workloads[hpa.target.key]
+        assert episode(respawned) == episode(fresh)
+        assert declared(respawned) == declared(fresh)
+        assert declared(kept) == before
+        dup = pickle.loads(pickle.dumps(respawned))  # replays from the same origin
+        assert _state(dup) == _state(respawned)
+    with pytest.raises(ConfigError, match="respawn"):
+        respawned.respawn(1)
+
+
+def test_the_core_seeds_its_noise_as_random_does():
+    """Core.seed_noise(seed) (a respawn's) is set_noise of random.Random(seed)'s state."""
+    core = Twin(web_app(replicas=2), seed=1)._core
+    for seed in (0, 1, 7, 2**31 - 1, 2**32 - 1, 2**32, 2**32 + 5, 2**63 + 12345, 2**64 - 1):
+        core.seed_noise(seed)
+        _, words, gauss_next = random.Random(seed).getstate()
+        assert core.noise_state() == (list(words[:-1]), words[-1], gauss_next)
+
+
 def test_a_fork_is_independent_of_its_original():
     twin = Twin(web_app(replicas=3, schedule=Schedule(shape=SHAPES["ramp"])), seed=1)
     twin.advance(30.0)
