@@ -113,15 +113,24 @@ class SimpleK8sWebAppVectorEnv(VectorEnv):
         stepping = ~self._autoreset
         for i in np.flatnonzero(stepping & ~kernel.attached):  # after a copy, say
             kernel.attach(int(i))
-        infos = kernel.step(actions, stepping)
         batched = stepping & kernel.attached
-        self._observations[batched] = kernel.obs[batched]
-        self._rewards[batched] = kernel.rewards[batched]
-        self._truncations[batched] = kernel.truncated[batched].view(np.bool_)
-        self._terminations[batched] = False
+        everyone = bool(batched.all())  # the usual step: no resets, no Python steps
+        # Every env stepped by the kernel: nothing adds to the infos after it, so their
+        # ``_key`` masks can be one read-only array.
+        infos = kernel.step(actions, stepping, shared=everyone)
+        if everyone:
+            np.copyto(self._observations, kernel.obs)
+            np.copyto(self._rewards, kernel.rewards)
+            np.copyto(self._truncations, kernel.truncated.view(np.bool_))
+            self._terminations[:] = False
+        else:
+            self._observations[batched] = kernel.obs[batched]
+            self._rewards[batched] = kernel.rewards[batched]
+            self._truncations[batched] = kernel.truncated[batched].view(np.bool_)
+            self._terminations[batched] = False
         others: list[tuple[int, Any]] = []  # (env, layers updated) of the Python steps
         reset_infos: dict[int, dict[str, Any]] = {}
-        for i in np.flatnonzero(~batched).tolist():
+        for i in [] if everyone else np.flatnonzero(~batched).tolist():
             if self._autoreset[i]:
                 self._observations[i], reset_infos[i] = envs[i].reset()
                 kernel.attach(i)

@@ -148,15 +148,37 @@ struct TraceIndex {
     cum: Vec<f64>,
     period: f64,
     per_period: f64,
+    /// The last `bisect_right` answer: the next lookup starts there (a step's pieces
+    /// move forward through the trace), so it costs a comparison or two, not a search.
+    hint: usize,
 }
 
 /// The trace data `Twin` sends: (times, rates, cumulative, period, per period).
 type TraceState = (Vec<f64>, Vec<f64>, Vec<f64>, f64, f64);
 
 impl TraceIndex {
+    /// `bisect_right(times, t)`, from the last answer when it is that or the next one.
+    fn bisect_right(&mut self, t: f64) -> usize {
+        let times = &self.times;
+        let n = times.len();
+        // partition_point's answer is the i with times[i-1] <= t < times[i] (the ends
+        // open); the hint and the one after it are checked for that first.
+        let is = |i: usize| (i == 0 || times[i - 1] <= t) && (i == n || !(times[i] <= t));
+        let h = self.hint;
+        let i = if h <= n && is(h) {
+            h
+        } else if h < n && is(h + 1) {
+            h + 1
+        } else {
+            times.partition_point(|&x| x <= t)
+        };
+        self.hint = i;
+        i
+    }
+
     /// `_TraceIndex.cumulative`.
-    fn cumulative(&self, t: f64) -> f64 {
-        let i = self.times.partition_point(|&x| x <= t); // bisect_right
+    fn cumulative(&mut self, t: f64) -> f64 {
+        let i = self.bisect_right(t); // bisect_right
         if i == 0 {
             return self.rates[0] * (t - self.times[0]);
         }
@@ -165,7 +187,7 @@ impl TraceIndex {
     }
 
     /// `_TraceIndex.looped`.
-    fn looped(&self, t: f64) -> f64 {
+    fn looped(&mut self, t: f64) -> f64 {
         if self.period == 0.0 {
             return self.cumulative(t);
         }
@@ -248,6 +270,7 @@ impl Schedule {
                     cum,
                     period,
                     per_period,
+                    hint: 0,
                 })
             }
             (kind, p, _) => Self::closed_form(kind, p),
@@ -287,7 +310,7 @@ impl Schedule {
     }
 
     /// `Schedule.mean_rate` over `[t0, t1)`.
-    fn mean_rate(&self, py: Python<'_>, t0: f64, t1: f64) -> PyResult<f64> {
+    fn mean_rate(&mut self, py: Python<'_>, t0: f64, t1: f64) -> PyResult<f64> {
         if matches!(self.arrivals, Arrivals::Python) || t1 <= t0 {
             return self.mean_rate.call1(py, (t0, t1))?.extract::<f64>(py);
         }
@@ -299,7 +322,7 @@ impl Schedule {
         Ok(self.integral(t0, end) / (t1 - t0))
     }
 
-    fn integral(&self, t0: f64, t1: f64) -> f64 {
+    fn integral(&mut self, t0: f64, t1: f64) -> f64 {
         match self.arrivals {
             Arrivals::Constant { rate } => rate * (t1 - t0),
             Arrivals::Ramp {
@@ -346,7 +369,7 @@ impl Schedule {
                 }
                 total
             }
-            Arrivals::Trace(ref index) => index.looped(t1) - index.looped(t0),
+            Arrivals::Trace(ref mut index) => index.looped(t1) - index.looped(t0),
             Arrivals::Python => unreachable!("mean_rate calls Python for these"),
         }
     }
@@ -559,7 +582,28 @@ impl Ord for Slot {
 }
 
 /// Python's `round(x, 3)`: correctly rounded to three decimals, half to even.
+///
+/// Python rounds the exact value of `x` to an integer number of thousandths `q` and
+/// returns the double nearest `q / 1000`, which is what IEEE division of the integer
+/// `q` by 1000 gives. `x * 1000` is within half an ulp of the exact product, so its
+/// nearest integer is `q` unless it lies within an ulp or so of a half: then (and for
+/// huge or non-finite `x`) the exact decimal formatting decides.
 fn round3(x: f64) -> f64 {
+    let p = x * 1000.0;
+    if p.abs() < 4.5e15 {
+        let floor = p.floor();
+        let frac = p - floor;
+        let ulp = f64::from_bits(p.abs().to_bits() + 1) - p.abs();
+        if (frac - 0.5).abs() > 4.0 * ulp + 1e-15 {
+            let q = if frac < 0.5 { floor } else { floor + 1.0 };
+            // The sign of a zero as Python gives it: round(-0.0001, 3) is -0.0.
+            return if q == 0.0 {
+                0.0f64.copysign(x)
+            } else {
+                q / 1000.0
+            };
+        }
+    }
     format!("{x:.3}").parse().unwrap_or(x)
 }
 
@@ -2173,7 +2217,7 @@ impl Core {
         for &wi in &plan.schedules {
             let schedule = self.workloads[wi]
                 .schedule
-                .as_ref()
+                .as_mut()
                 .expect("a siege schedule");
             lam += schedule.mean_rate(py, a, b)?;
         }
