@@ -148,27 +148,40 @@ struct TraceIndex {
     cum: Vec<f64>,
     period: f64,
     per_period: f64,
-    /// The last `bisect_right` answer: the next lookup starts there (a step's pieces
-    /// move forward through the trace), so it costs a comparison or two, not a search.
+    /// The last `bisect_right` answer: the next lookup gallops forward from there (a
+    /// step's pieces move forward through the trace), not a search of the whole trace.
     hint: usize,
+    /// The last `looped` time and its value: a piece starts where the last one ended.
+    last: Option<(f64, f64)>,
 }
 
 /// The trace data `Twin` sends: (times, rates, cumulative, period, per period).
 type TraceState = (Vec<f64>, Vec<f64>, Vec<f64>, f64, f64);
 
 impl TraceIndex {
-    /// `bisect_right(times, t)`, from the last answer when it is that or the next one.
+    /// `bisect_right(times, t)` (`partition_point`'s answer: the first `i` with
+    /// `!(times[i] <= t)`, else the length), galloping forward from the last answer when
+    /// `t` is at or past it, else by a search of the whole trace.
     fn bisect_right(&mut self, t: f64) -> usize {
         let times = &self.times;
         let n = times.len();
-        // partition_point's answer is the i with times[i-1] <= t < times[i] (the ends
-        // open); the hint and the one after it are checked for that first.
-        let is = |i: usize| (i == 0 || times[i - 1] <= t) && (i == n || !(times[i] <= t));
         let h = self.hint;
-        let i = if h <= n && is(h) {
-            h
-        } else if h < n && is(h + 1) {
-            h + 1
+        let i = if h <= n && (h == 0 || times[h - 1] <= t) {
+            // Every index below `low` has times <= t; probe low, low+1, low+3, low+7, ...
+            let mut low = h;
+            let mut step = 1;
+            loop {
+                let probe = low + step - 1;
+                if probe >= n {
+                    break low + times[low..].partition_point(|&x| x <= t);
+                }
+                if times[probe] <= t {
+                    low = probe + 1;
+                    step *= 2;
+                } else {
+                    break low + times[low..probe].partition_point(|&x| x <= t);
+                }
+            }
         } else {
             times.partition_point(|&x| x <= t)
         };
@@ -188,11 +201,19 @@ impl TraceIndex {
 
     /// `_TraceIndex.looped`.
     fn looped(&mut self, t: f64) -> f64 {
-        if self.period == 0.0 {
-            return self.cumulative(t);
+        if let Some((at, value)) = self.last {
+            if at.to_bits() == t.to_bits() {
+                return value; // the same time as the last call: the same value
+            }
         }
-        let (k, r) = py_divmod(t - self.times[0], self.period);
-        k * self.per_period + self.cumulative(self.times[0] + r)
+        let value = if self.period == 0.0 {
+            self.cumulative(t)
+        } else {
+            let (k, r) = py_divmod(t - self.times[0], self.period);
+            k * self.per_period + self.cumulative(self.times[0] + r)
+        };
+        self.last = Some((t, value));
+        value
     }
 }
 
@@ -271,6 +292,7 @@ impl Schedule {
                     period,
                     per_period,
                     hint: 0,
+                    last: None,
                 })
             }
             (kind, p, _) => Self::closed_form(kind, p),
@@ -369,7 +391,12 @@ impl Schedule {
                 }
                 total
             }
-            Arrivals::Trace(ref mut index) => index.looped(t1) - index.looped(t0),
+            Arrivals::Trace(ref mut index) => {
+                // looped(t0) first: it is the last piece's looped(t1), kept (pure, so the
+                // order of the two calls does not change the difference).
+                let start = index.looped(t0);
+                index.looped(t1) - start
+            }
             Arrivals::Python => unreachable!("mean_rate calls Python for these"),
         }
     }
@@ -823,6 +850,17 @@ struct Core {
     acc: Accumulator,
     rng: Option<PyRandom>,
     metric_names: Vec<Shared<PyString>>,
+    /// `serving_plan`'s working lists, kept between plans (no allocation per plan).
+    scratch: Scratch,
+}
+
+/// Working lists of `Core::serving_plan`, cleared and refilled by each plan.
+#[derive(Clone, Default)]
+struct Scratch {
+    /// (workload, node, count) of the Ready heater batches.
+    heater_ready: Vec<(usize, usize, i64)>,
+    /// (node, heater pods, their requests) of the nodes with Ready heater pods.
+    per_node: Vec<(usize, i64, f64)>,
 }
 
 #[pymethods]
@@ -973,6 +1011,7 @@ impl Core {
             acc: Accumulator::default(),
             rng,
             metric_names: metric_names.into_iter().map(Shared).collect(),
+            scratch: Scratch::default(),
         };
         core.refresh_nodes(t);
         core.sched_dirty = sched_dirty;
@@ -2103,14 +2142,26 @@ impl Core {
     }
 
     fn serving_plan(&mut self, t: f64) -> Plan {
-        let mut plan = Plan::default();
+        // The last plan's lists refilled, and the working lists kept in `scratch`.
+        let mut plan = Plan {
+            groups: std::mem::take(&mut self.current.groups),
+            schedules: std::mem::take(&mut self.current.schedules),
+            ..Plan::default()
+        };
+        plan.groups.clear();
+        plan.schedules.clear();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.heater_ready.clear();
+        scratch.per_node.clear();
+        let Scratch {
+            heater_ready,
+            per_node,
+        } = &mut scratch;
         let (mut pending, mut desired, mut ready_total) = (0i64, 0i64, 0i64);
         let mut starting = 0i64;
         let (mut requested, mut limit) = (0.0f64, 0.0f64);
         let mut next_event = INF;
         let since = self.planned_at;
-        let mut heater_ready: Vec<(usize, usize, i64)> = Vec::new(); // (workload, node, count)
-        let mut per_node: Vec<(usize, i64, f64)> = Vec::new(); // (node, heater pods, requests)
         for (wi, w) in self.workloads.iter_mut().enumerate() {
             let done_at = w.rollout_done_at;
             if done_at <= t {
@@ -2164,7 +2215,7 @@ impl Core {
                 plan.database_ready = ready > 0;
             }
         }
-        for (wi, node, count) in heater_ready {
+        for &(wi, node, count) in heater_ready.iter() {
             let w = &self.workloads[wi];
             let cores = w.prev_cores.unwrap_or_else(|| w.cores_per_pod());
             let work = w.work.expect("a heater has work");
@@ -2207,6 +2258,7 @@ impl Core {
         plan.nodes_ready = self.ready.len();
         plan.hourly = self.hourly;
         plan.next_pod_event = next_event;
+        self.scratch = scratch;
         plan
     }
 
