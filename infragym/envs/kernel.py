@@ -725,50 +725,55 @@ class KernelBatch:
         return out
 
     def _updates_info(self, tables: _InfoTables, stepping: np.ndarray, shared: bool) -> dict:
-        """``LayerQueue.state()`` of every env, batched."""
+        """``LayerQueue.state()`` of every env, batched.
+
+        Whole-batch array operations first (each knob's entries in flight and queued,
+        every layer's start, as rows of fresh arrays), then per busy layer and knob only
+        the lookup of the knob's values.
+        """
         out: dict[str, Any] = {}
-        starts = self._times[:, 2:]
+        # (layer, env): each layer's update start where stepped and in flight, else 0.
+        starts = self._times[:, 2:].T.copy()
         busy_all = ~np.isnan(starts)
-        busy_all &= stepping[:, None]
-        if not busy_all.any():
+        busy_all &= stepping
+        busy_layers = busy_all.any(axis=1).tolist()
+        if not any(busy_layers):
             return out
-        flight = self._knobs[:, 2, :]
-        waiting = self._knobs[:, 3, :]
-        has_flight = flight >= 0
-        has_waiting = waiting >= 0
+        starts[~busy_all] = 0.0
+        # (in flight or queued, knob, env): the domain index (the kernel writes -1 for a
+        # knob not in flight or not queued, and only for a layer in flight).
+        table = self._knobs[:, 2:, :].transpose(1, 2, 0)
+        has_all = table >= 0
+        has_all &= stepping
+        indices = np.where(has_all, table, 0)
+        any_has = has_all.any(axis=2).tolist()
+        all_has = has_all.all(axis=2).tolist()
         knob_layers = self._knob_layers
         for layer_id, layer in enumerate(tables.layers):
-            busy = busy_all[:, layer_id]
-            if not busy.any():
+            if not busy_layers[layer_id]:
                 continue
+            busy = busy_all[layer_id]
             if shared:
                 busy.flags.writeable = False
-                masks = _Same(busy)
+                masks: Any = _Same(busy)
             else:
-                busy = busy.copy()
                 masks = _Copies(busy)
             entry: dict[str, Any] = {}
-            for key, table, has_table in (
-                ("in_flight", flight, has_flight),
-                ("queued", waiting, has_waiting),
-            ):
+            for t, key in enumerate(("in_flight", "queued")):
                 sub: dict[str, Any] = {}
                 for j, name in enumerate(tables.names):
-                    if knob_layers[j] != layer_id:
+                    if knob_layers[j] != layer_id or not any_has[t][j]:
                         continue
-                    has = busy & has_table[:, j]
-                    if has.any():
-                        values = self._domains[j][np.where(has, table[:, j], 0)]
-                        if not has.all():
-                            values[~has] = None if values.dtype == object else 0
-                        sub[name] = values
-                        sub[f"_{name}"] = has
+                    has = has_all[t, j]
+                    values = self._domains[j][indices[t, j]]
+                    if not all_has[t][j]:
+                        values[~has] = None if values.dtype == object else 0
+                    sub[name] = values
+                    sub[f"_{name}"] = has
                 entry[key] = sub
                 entry[f"_{key}"] = masks()
                 if key == "in_flight":
-                    started = starts[:, layer_id].copy()
-                    started[~busy] = 0.0
-                    entry["started_at"], entry["_started_at"] = started, masks()
+                    entry["started_at"], entry["_started_at"] = starts[layer_id], masks()
             out[layer] = entry
             out[f"_{layer}"] = masks()
         return out
@@ -821,16 +826,31 @@ class _Copies:
 
 def _objects(codes: np.ndarray, mask: np.ndarray, everyone: bool, of: Any) -> np.ndarray:
     """An object array of ``of(code)`` where ``mask`` (``everyone``: all of it), else None
-    (one object per distinct code: the envs of one step that have the same list share it)."""
+    (one object per distinct code: the envs of one step that have the same list share it).
+
+    A step's envs have few distinct codes (bit masks of NaN metrics, or of layers
+    started), so each distinct code costs one comparison over the envs; no sorting.
+    """
     out = np.full(len(codes), None, dtype=object)
-    if everyone:
-        low = codes.min()
-        if low == codes.max():  # the usual case: one code for all (nothing missing, say)
-            out.fill(of(int(low)))
-            return out
-    unique, inverse = np.unique(codes[mask], return_inverse=True)
-    objects = np.empty(len(unique), dtype=object)
-    for j, code in enumerate(unique.tolist()):
-        objects[j] = of(code)
-    out[mask] = objects[inverse]
+    stepped = codes if everyone else codes[mask]
+    low = int(stepped.min())
+    if low == stepped.max():  # the usual case: one code for all (nothing missing, say)
+        if everyone:
+            out.fill(of(low))
+        else:
+            out[mask] = _one(of(low))
+        return out
+    for code in set(stepped.tolist()):
+        where = codes == code
+        if not everyone:
+            where &= mask
+        out[where] = _one(of(code))
     return out
+
+
+def _one(value: Any) -> np.ndarray:
+    """A 0-d object array holding ``value`` (for assigning one list or tuple to many
+    entries of an object array: assigning the list itself would spread its items)."""
+    box = np.empty((), dtype=object)
+    box[()] = value
+    return box
