@@ -105,6 +105,8 @@ struct EnvState {
     started: u32,
     reward: f64,
     unmodelled: Option<PyObject>,
+    /// `request`'s list of the layers whose update starts, kept between steps (empty).
+    starting: Vec<(usize, Vec<KnobIndex>)>,
 }
 
 /// Several envs of one id, stepped together by the kernel (one env: the single env's
@@ -212,7 +214,7 @@ impl EnvBatch {
         } else {
             13 + specs.len()
         };
-        if obs_len != expected || latency >= N_METRICS || specs.len() > 32 {
+        if obs_len != expected || latency >= N_METRICS || specs.len() > 32 || n_layers > 32 {
             return value_error("the observation does not fit the env");
         }
         Ok(EnvBatch {
@@ -332,6 +334,7 @@ impl EnvBatch {
             started: 0,
             reward: 0.0,
             unmodelled: None,
+            starting: Vec::new(),
         });
         Ok(())
     }
@@ -721,8 +724,10 @@ fn step_env(py: Python<'_>, spec: &Spec, env: &mut EnvState, new: &[usize]) -> P
     env.knobs.copy_from_slice(new);
     let metrics = core.advance_metrics(py, spec.step_seconds)?;
     if !core.completions.is_empty() {
-        let done = std::mem::take(&mut core.completions);
+        let mut done = std::mem::take(&mut core.completions);
         completed(env, &done)?;
+        done.clear();
+        core.completions = done; // its room kept for the next completions
     }
     core.scaled.clear(); // the HPAs' changes: the Python side replays them on a rebuild
     drop(core);
@@ -737,8 +742,8 @@ fn step_env(py: Python<'_>, spec: &Spec, env: &mut EnvState, new: &[usize]) -> P
 /// `FastTwin.request` (the layer queue's `request`, then `_start_update` of each update
 /// that starts and `set_queued` of each layer whose changes wait).
 fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobIndex]) {
-    let mut starting: Vec<(usize, Vec<KnobIndex>)> = Vec::new();
-    let mut waiting_layers: Vec<usize> = Vec::new();
+    let mut starting = std::mem::take(&mut env.starting); // empty, with room
+    let mut waiting_layers = 0u32; // a bit per layer (at most 32: EnvBatch::new)
     for &(j, i) in changes {
         env.requested[j] = i;
         let layer = spec.knobs[j].layer;
@@ -765,7 +770,7 @@ fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobInde
                 env.queued_since[layer] = env.serials;
                 env.serials += 1;
             }
-            contains_or_push(&mut waiting_layers, layer);
+            waiting_layers |= 1 << layer;
         } else if let Some(entry) = starting.iter_mut().find(|s| s.0 == layer) {
             entry.1.push((j, i));
         } else {
@@ -773,7 +778,7 @@ fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobInde
         }
     }
     let t = core.t;
-    for (layer, layer_changes) in starting {
+    for (layer, layer_changes) in starting.drain(..) {
         let mut pools = Vec::new();
         let mut workloads = Vec::new();
         for &(j, i) in &layer_changes {
@@ -805,7 +810,9 @@ fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobInde
         env.serials += 1;
         env.started |= 1 << layer;
     }
-    for layer in waiting_layers {
+    env.starting = starting;
+    // Each layer's queued ops are its own: the order the layers are visited is immaterial.
+    for layer in (0..spec.n_layers).filter(|l| waiting_layers >> l & 1 == 1) {
         let lid = env.layer_ids[layer] as usize;
         if core.queued.len() <= lid {
             core.queued.resize(lid + 1, None);
