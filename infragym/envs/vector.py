@@ -15,7 +15,10 @@ Conventions: Gymnasium 1.x's ``NEXT_STEP`` autoreset (an env that ended is reset
 next ``step``, which returns its reset observation with reward 0 and ignores its action),
 ``reset(seed=s)`` seeds env ``i`` with ``s + i`` (a list gives one seed per env), and the
 infos in the form :meth:`gymnasium.vector.VectorEnv._add_info` gives them (a ``_key``
-mask beside each key), as :class:`gymnasium.vector.SyncVectorEnv` does.
+mask beside each key), as :class:`gymnasium.vector.SyncVectorEnv` does. One difference:
+in a step where the kernel stepped every env, the masks of equal content are one shared
+read-only array (built once, not one copy per key); a step with resets or Python steps
+gives each key a writable mask of its own.
 """
 
 from __future__ import annotations
