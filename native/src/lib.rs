@@ -861,6 +861,22 @@ struct Scratch {
     heater_ready: Vec<(usize, usize, i64)>,
     /// (node, heater pods, their requests) of the nodes with Ready heater pods.
     per_node: Vec<(usize, i64, f64)>,
+    /// `schedule_with`'s Pending batches, open nodes and new bound batches.
+    pending: Vec<usize>,
+    heap: BinaryHeap<Slot>,
+    placed: Vec<Batch>,
+    /// `settle_updates`' layers in flight.
+    layers: Vec<u32>,
+}
+
+impl Clone for Slot {
+    fn clone(&self) -> Self {
+        Slot {
+            key: self.key,
+            order: self.order,
+            node: self.node,
+        }
+    }
 }
 
 #[pymethods]
@@ -1719,8 +1735,10 @@ impl Core {
     /// them; whether a queued update started (the world changed: plan again).
     fn settle_updates(&mut self, t: f64) -> bool {
         let mut started = false;
-        let layers: Vec<u32> = self.updates.iter().map(|u| u.layer).collect();
-        for layer in layers {
+        let mut layers = std::mem::take(&mut self.scratch.layers);
+        layers.clear();
+        layers.extend(self.updates.iter().map(|u| u.layer));
+        for &layer in &layers {
             let i = self
                 .updates
                 .iter()
@@ -1740,6 +1758,7 @@ impl Core {
             self.completions.push((layer, t, !converged, next));
             started |= next;
         }
+        self.scratch.layers = layers;
         started
     }
 
@@ -2011,16 +2030,19 @@ impl Core {
     /// `Twin._schedule`: bind Pending pods to Ready nodes, Ready `startup` s later.
     fn schedule_with(&mut self, t: f64, startup: f64) {
         self.sched_dirty = false;
+        // The working lists kept between calls (cleared here: no allocation per call).
+        let mut pending = std::mem::take(&mut self.scratch.pending);
+        let mut heap = std::mem::take(&mut self.scratch.heap);
+        let mut placed = std::mem::take(&mut self.scratch.placed);
         for wi in 0..self.workloads.len() {
             let w = &self.workloads[wi];
-            let pending: Vec<usize> = (0..w.batches.len())
-                .filter(|&i| w.batches[i].node.is_none())
-                .collect();
+            pending.clear();
+            pending.extend((0..w.batches.len()).filter(|&i| w.batches[i].node.is_none()));
             if pending.is_empty() {
                 continue;
             }
             let (cpu_req, mem_req) = (w.cpu_request, w.memory_request);
-            let mut heap = BinaryHeap::new();
+            heap.clear();
             for (i, &id) in self.ready.iter().enumerate() {
                 let n = &self.nodes[id];
                 if !w.pool_ok[n.pool] {
@@ -2041,7 +2063,7 @@ impl Core {
                 continue;
             }
             let ready_at = t + startup;
-            let mut placed: Vec<Batch> = Vec::new();
+            placed.clear();
             let w = &mut self.workloads[wi];
             for &bi in &pending {
                 while w.batches[bi].count != 0 {
@@ -2080,8 +2102,11 @@ impl Core {
                 }
             }
             w.batches.retain(|b| b.count != 0);
-            w.batches.extend(placed);
+            w.batches.extend(placed.drain(..));
         }
+        self.scratch.pending = pending;
+        self.scratch.heap = heap;
+        self.scratch.placed = placed;
     }
 
     fn plan(&mut self, t: f64) -> f64 {
@@ -2156,6 +2181,7 @@ impl Core {
         let Scratch {
             heater_ready,
             per_node,
+            ..
         } = &mut scratch;
         let (mut pending, mut desired, mut ready_total) = (0i64, 0i64, 0i64);
         let mut starting = 0i64;
