@@ -2102,7 +2102,7 @@ impl Core {
                 }
             }
             w.batches.retain(|b| b.count != 0);
-            w.batches.extend(placed.drain(..));
+            w.batches.append(&mut placed);
         }
         self.scratch.pending = pending;
         self.scratch.heap = heap;
