@@ -69,6 +69,8 @@ class Binding:
         self.kept = 0
         self.stashed: dict[str, Any] | None = None
         self.flags: np.ndarray | None = None  # a vector env's "attached" flags, if any
+        # A vector env's "stashed" flags, if any: which envs need no stash at a step.
+        self.stash_flags: np.ndarray | None = None
 
     def __call__(self) -> None:
         """Bring the env and its twin up to date (the sim backend's hook, ``SimBackend.twin``)."""
@@ -104,12 +106,16 @@ class Binding:
         Python work for them); reading one brings them back (:meth:`restore`)."""
         pop = self.env.__dict__.pop
         self.stashed = {name: pop(name) for name in LAZY}
+        if self.stash_flags is not None:
+            self.stash_flags[self.index] = True
 
     def restore(self) -> None:
         """Put the env's :data:`LAZY` attributes back, with the kernel's steps since."""
         env = self.env
         env.__dict__.update(self.stashed or {})
         self.stashed = None
+        if self.stash_flags is not None:
+            self.stash_flags[self.index] = False
         _, rows, knobs = self.batch.record(self.index)
         new = rows[self.kept :]
         if not new:
@@ -558,12 +564,17 @@ class KernelBatch:
         self._domains = [_domain_array(table[1]) for table in first._knob_tables]
         self._cost_references = np.zeros(n, dtype=np.float64)
         self._unmodelled = np.full(n, None, dtype=object)
+        self._stashed = np.zeros(n, dtype=np.bool_)  # per env: its attributes stashed
+        self._knob_layers = [
+            _knob_layers(first.knobs).index(knob.layer) for knob in first.knobs
+        ] if self.n_layers else []  # fmt: skip
 
     def __getstate__(self) -> dict[str, Any]:
         """For copy and pickle: without the batch (attached again at the next step)."""
         state = self.__dict__.copy()
         state["batch"] = None
         state["attached"] = np.zeros_like(self.attached)
+        state["_stashed"] = np.zeros_like(self.attached)
         return state
 
     def attach(self, i: int) -> bool:
@@ -578,13 +589,22 @@ class KernelBatch:
             and attach(env, self.batch, i, self.attached)
         )
         self.attached[i] = ok
+        self._stashed[i] = False
         if ok:
             self._cost_references[i] = getattr(env, "cost_reference", 0.0)
             self._unmodelled[i] = env._kernel_info.unmodelled
+            env._kernel.stash_flags = self._stashed
         return ok
 
-    def step(self, actions: np.ndarray, active: np.ndarray) -> dict[str, Any]:
+    def step(self, actions: np.ndarray, active: np.ndarray, shared: bool = False) -> dict[str, Any]:
         """Step the attached envs where ``active``; their infos, batched.
+
+        Args:
+            actions: One row of knob action entries per env.
+            active: Per env, whether to step it.
+            shared: Whether the infos' ``_key`` masks may be one read-only array (per
+                content) shared by every key; else each key gets a writable mask of its
+                own (what ``VectorEnv._add_info`` needs to add other envs' infos).
 
         Returns:
             The batched infos of the stepped envs (``VectorEnv._add_info``'s form); their
@@ -614,95 +634,148 @@ class KernelBatch:
             for i in np.flatnonzero(stepping):  # the env's own decoding raises the error
                 self.envs[i].codec.decode_indices(actions[i], self.envs[i]._knob_index)
             raise
-        return self._after(stepping)
+        return self._after(stepping, shared)
 
-    def _after(self, stepping: np.ndarray) -> dict[str, Any]:
+    def _after(self, stepping: np.ndarray, shared: bool) -> dict[str, Any]:
         """The batched infos of the stepped envs; their own attributes are stashed
-        (:meth:`Binding.stash`: rebuilt from the kernel's record when read)."""
-        rows = np.flatnonzero(stepping).tolist()
+        (:meth:`Binding.stash`: rebuilt from the kernel's record when read).
+
+        The infos are what ``VectorEnv._add_info`` makes of the envs' infos, built from
+        the kernel's arrays with a constant number of array operations per step (none per
+        env): one block per step holds the metrics, each metric a row of it; a mask is
+        computed once and, when ``shared``, is the one read-only ``_key`` array of every
+        key that has it (else a copy per key); the lists and tuples of envs with the same
+        content are one object (``_objects``).
+        """
         envs = self.envs
-        for i in rows:
+        for i in np.flatnonzero(stepping & ~self._stashed).tolist():
             env = envs[i]
             if "history" in env.__dict__:
                 env._kernel.stash()
+            self._stashed[i] = True
         rewards = self._rewards
-        for i in np.flatnonzero(stepping & ~np.isfinite(rewards)).tolist():
-            from infragym.envs import arguments  # the reference raises, after the step
+        if not np.isfinite(rewards[stepping]).all():
+            for i in np.flatnonzero(stepping & ~np.isfinite(rewards)).tolist():
+                from infragym.envs import arguments  # the reference raises, after the step
 
-            arguments.reward_value(envs[i].reward_fn, envs[i].history[-1])
-        first = envs[rows[0]]
-        v1 = hasattr(first, "cost_reference")
-        names = tuple(first.metric_names)
-        mask = stepping.copy()
+                arguments.reward_value(envs[i].reward_fn, envs[i].history[-1])
+        first = envs[int(np.argmax(stepping))]
         tables = first._kernel_info
+        names = tables.metric_names
+        v1 = tables.v1
+        everyone = bool(stepping.all())
+        idle = None if everyone else ~stepping
+        if shared:
+            mask = stepping.copy()
+            mask.flags.writeable = False
+            masks = _Same(mask)
+        else:
+            mask = stepping
+            masks = _Copies(mask)
+        # The float rows: the metrics, then time, cost so far and the cost reference.
+        m = len(names)
+        block = np.empty((m + 3, len(envs)), dtype=np.float64)
+        block[:m] = self._metrics[:, :m].T
+        block[m] = self._times[:, 0]
+        block[m + 1] = self._times[:, 1]
+        block[m + 2] = self._cost_references
+        if idle is not None:
+            block[:, idle] = 0.0
+        metrics = dict(zip(names, block, strict=False))
+        for name in names:
+            metrics[f"_{name}"] = masks()
         infos: dict[str, Any] = {}
-        metrics = {name: np.where(mask, self._metrics[:, j], 0.0) for j, name in enumerate(names)}
-        metrics.update({f"_{name}": mask.copy() for name in names})
         if v1:
-            metrics["cost_reference"] = np.where(mask, self._cost_references, 0.0)
-            metrics["_cost_reference"] = mask.copy()
-        infos["metrics"], infos["_metrics"] = metrics, mask.copy()
-        missing = _objects(self._info[:, 0], mask, tables.missing_of)
-        layers = _objects(self._info[:, 1], mask, tables.layers_of)
-        unmodelled = np.full(len(envs), None, dtype=object)
-        unmodelled[mask] = self._unmodelled[mask]
-        requested = self._knobs[:, 0, :]
-        infos["missing"], infos["_missing"] = missing, mask.copy()
-        infos["knobs"], infos["_knobs"] = self._knob_info(tables, requested, mask), mask.copy()
-        infos["layers_updated"], infos["_layers_updated"] = layers, mask.copy()
-        infos["unmodelled"], infos["_unmodelled"] = unmodelled, mask.copy()
-        infos["cost_usd"] = np.where(mask, self._times[:, 1], 0.0)
-        infos["_cost_usd"] = mask.copy()
-        infos["time_s"], infos["_time_s"] = np.where(mask, self._times[:, 0], 0.0), mask.copy()
-        k = len(first.knobs)
-        infos["updates"], infos["_updates"] = self._updates_info(tables, mask, k), mask.copy()
+            metrics["cost_reference"] = block[m + 2].copy()
+            metrics["_cost_reference"] = masks()
+        infos["metrics"], infos["_metrics"] = metrics, masks()
+        infos["missing"] = _objects(self._info[:, 0], stepping, everyone, tables.missing_of)
+        infos["_missing"] = masks()
+        infos["knobs"] = self._knob_info(tables, self._knobs[:, 0, :], idle, masks)
+        infos["_knobs"] = masks()
+        infos["layers_updated"] = _objects(self._info[:, 1], stepping, everyone, tables.layers_of)
+        infos["_layers_updated"] = masks()
+        unmodelled = self._unmodelled.copy()
+        if idle is not None:
+            unmodelled[idle] = None
+        infos["unmodelled"], infos["_unmodelled"] = unmodelled, masks()
+        infos["cost_usd"], infos["_cost_usd"] = block[m + 1], masks()
+        infos["time_s"], infos["_time_s"] = block[m], masks()
+        infos["updates"] = self._updates_info(tables, stepping, shared)
+        infos["_updates"] = masks()
         if v1:
             applied = self._knobs[:, 1, :]
-            infos["knobs_running"] = self._knob_info(tables, applied, mask)
-            infos["_knobs_running"] = mask.copy()
-            infos["cost_reference"] = np.where(mask, self._cost_references, 0.0)
-            infos["_cost_reference"] = mask.copy()
+            infos["knobs_running"] = self._knob_info(tables, applied, idle, masks)
+            infos["_knobs_running"] = masks()
+            infos["cost_reference"], infos["_cost_reference"] = block[m + 2], masks()
         return infos
 
-    def _knob_info(self, tables: _InfoTables, indices: np.ndarray, mask: np.ndarray) -> dict:
-        """A knob values dict of every env, batched: values where ``mask``, else zero."""
+    def _knob_info(
+        self, tables: _InfoTables, indices: np.ndarray, idle: np.ndarray | None, masks: Any
+    ) -> dict:
+        """A knob values dict of every env, batched: values where stepped (``idle`` the
+        others, None when every env stepped), else zero (or None)."""
         out: dict[str, Any] = {}
         for j, name in enumerate(tables.names):
-            out[name] = _masked(self._domains[j][indices[:, j]], mask)
-            out[f"_{name}"] = mask.copy()
+            values = self._domains[j][indices[:, j]]  # a fresh array
+            if idle is not None:
+                values[idle] = None if values.dtype == object else 0
+            out[name] = values
+            out[f"_{name}"] = masks()
         return out
 
-    def _updates_info(self, tables: _InfoTables, mask: np.ndarray, k: int) -> dict:
-        """``LayerQueue.state()`` of every env, batched."""
+    def _updates_info(self, tables: _InfoTables, stepping: np.ndarray, shared: bool) -> dict:
+        """``LayerQueue.state()`` of every env, batched.
+
+        Whole-batch array operations first (each knob's entries in flight and queued,
+        every layer's start, as rows of fresh arrays), then per busy layer and knob only
+        the lookup of the knob's values.
+        """
         out: dict[str, Any] = {}
-        flight = self._knobs[:, 2, :]
-        waiting = self._knobs[:, 3, :]
-        knob_layers = [
-            _knob_layers(self.envs[0].knobs).index(knob.layer) for knob in self.envs[0].knobs
-        ]
+        # (layer, env): each layer's update start where stepped and in flight, else 0.
+        starts = self._times[:, 2:].T.copy()
+        busy_all = ~np.isnan(starts)
+        busy_all &= stepping
+        busy_layers = busy_all.any(axis=1).tolist()
+        if not any(busy_layers):
+            return out
+        starts[~busy_all] = 0.0
+        # (in flight or queued, knob, env): the domain index (the kernel writes -1 for a
+        # knob not in flight or not queued, and only for a layer in flight).
+        table = self._knobs[:, 2:, :].transpose(1, 2, 0)
+        has_all = table >= 0
+        has_all &= stepping
+        indices = np.where(has_all, table, 0)
+        any_has = has_all.any(axis=2).tolist()
+        all_has = has_all.all(axis=2).tolist()
+        knob_layers = self._knob_layers
         for layer_id, layer in enumerate(tables.layers):
-            started_at = self._times[:, 2 + layer_id]
-            busy = mask & ~np.isnan(started_at)
-            if not busy.any():
+            if not busy_layers[layer_id]:
                 continue
+            busy = busy_all[layer_id]
+            if shared:
+                busy.flags.writeable = False
+                masks: Any = _Same(busy)
+            else:
+                masks = _Copies(busy)
             entry: dict[str, Any] = {}
-            for key, table in (("in_flight", flight), ("queued", waiting)):
+            for t, key in enumerate(("in_flight", "queued")):
                 sub: dict[str, Any] = {}
-                for j in range(k):
-                    if knob_layers[j] != layer_id:
+                for j, name in enumerate(tables.names):
+                    if knob_layers[j] != layer_id or not any_has[t][j]:
                         continue
-                    has = busy & (table[:, j] >= 0)
-                    if has.any():
-                        values = self._domains[j][np.where(has, table[:, j], 0)]
-                        sub[tables.names[j]] = _masked(values, has)
-                        sub[f"_{tables.names[j]}"] = has
+                    has = has_all[t, j]
+                    values = self._domains[j][indices[t, j]]
+                    if not all_has[t][j]:
+                        values[~has] = None if values.dtype == object else 0
+                    sub[name] = values
+                    sub[f"_{name}"] = has
                 entry[key] = sub
-                entry[f"_{key}"] = busy.copy()
+                entry[f"_{key}"] = masks()
                 if key == "in_flight":
-                    entry["started_at"] = np.where(busy, started_at, 0.0)
-                    entry["_started_at"] = busy.copy()
+                    entry["started_at"], entry["_started_at"] = starts[layer_id], masks()
             out[layer] = entry
-            out[f"_{layer}"] = busy.copy()
+            out[f"_{layer}"] = masks()
         return out
 
     @property
@@ -731,22 +804,53 @@ def _domain_array(values: Sequence[Any]) -> np.ndarray:
     return out
 
 
-def _objects(codes: np.ndarray, mask: np.ndarray, of: Any) -> np.ndarray:
-    """An object array of ``of(code)`` where ``mask``, else None (one object per distinct
-    code: the envs of one step that have the same list share it)."""
+class _Same:
+    """A ``_key`` mask for every key: the one read-only array."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.mask = mask
+
+    def __call__(self) -> np.ndarray:
+        return self.mask
+
+
+class _Copies:
+    """A ``_key`` mask for every key: a writable copy each."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.mask = mask
+
+    def __call__(self) -> np.ndarray:
+        return self.mask.copy()
+
+
+def _objects(codes: np.ndarray, mask: np.ndarray, everyone: bool, of: Any) -> np.ndarray:
+    """An object array of ``of(code)`` where ``mask`` (``everyone``: all of it), else None
+    (one object per distinct code: the envs of one step that have the same list share it).
+
+    A step's envs have few distinct codes (bit masks of NaN metrics, or of layers
+    started), so each distinct code costs one comparison over the envs; no sorting.
+    """
     out = np.full(len(codes), None, dtype=object)
-    unique, inverse = np.unique(codes[mask], return_inverse=True)
-    objects = np.empty(len(unique), dtype=object)
-    for j, code in enumerate(unique.tolist()):
-        objects[j] = of(code)
-    out[mask] = objects[inverse]
+    stepped = codes if everyone else codes[mask]
+    low = int(stepped.min())
+    if low == stepped.max():  # the usual case: one code for all (nothing missing, say)
+        if everyone:
+            out.fill(of(low))
+        else:
+            out[mask] = _one(of(low))
+        return out
+    for code in set(stepped.tolist()):
+        where = codes == code
+        if not everyone:
+            where &= mask
+        out[where] = _one(of(code))
     return out
 
 
-def _masked(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``values`` where ``mask``, else the zero (or ``None``) of their dtype."""
-    if values.dtype == object:
-        out = np.full(len(values), None, dtype=object)
-        out[mask] = values[mask]
-        return out
-    return np.where(mask, values, np.zeros((), dtype=values.dtype))
+def _one(value: Any) -> np.ndarray:
+    """A 0-d object array holding ``value`` (for assigning one list or tuple to many
+    entries of an object array: assigning the list itself would spread its items)."""
+    box = np.empty((), dtype=object)
+    box[()] = value
+    return box

@@ -15,7 +15,10 @@ Conventions: Gymnasium 1.x's ``NEXT_STEP`` autoreset (an env that ended is reset
 next ``step``, which returns its reset observation with reward 0 and ignores its action),
 ``reset(seed=s)`` seeds env ``i`` with ``s + i`` (a list gives one seed per env), and the
 infos in the form :meth:`gymnasium.vector.VectorEnv._add_info` gives them (a ``_key``
-mask beside each key), as :class:`gymnasium.vector.SyncVectorEnv` does.
+mask beside each key), as :class:`gymnasium.vector.SyncVectorEnv` does. One difference:
+in a step where the kernel stepped every env, the masks of equal content are one shared
+read-only array (built once, not one copy per key); a step with resets or Python steps
+gives each key a writable mask of its own.
 """
 
 from __future__ import annotations
@@ -113,15 +116,24 @@ class SimpleK8sWebAppVectorEnv(VectorEnv):
         stepping = ~self._autoreset
         for i in np.flatnonzero(stepping & ~kernel.attached):  # after a copy, say
             kernel.attach(int(i))
-        infos = kernel.step(actions, stepping)
         batched = stepping & kernel.attached
-        self._observations[batched] = kernel.obs[batched]
-        self._rewards[batched] = kernel.rewards[batched]
-        self._truncations[batched] = kernel.truncated[batched].view(np.bool_)
-        self._terminations[batched] = False
+        everyone = bool(batched.all())  # the usual step: no resets, no Python steps
+        # Every env stepped by the kernel: nothing adds to the infos after it, so their
+        # ``_key`` masks can be one read-only array.
+        infos = kernel.step(actions, stepping, shared=everyone)
+        if everyone:
+            np.copyto(self._observations, kernel.obs)
+            np.copyto(self._rewards, kernel.rewards)
+            np.copyto(self._truncations, kernel.truncated.view(np.bool_))
+            self._terminations[:] = False
+        else:
+            self._observations[batched] = kernel.obs[batched]
+            self._rewards[batched] = kernel.rewards[batched]
+            self._truncations[batched] = kernel.truncated[batched].view(np.bool_)
+            self._terminations[batched] = False
         others: list[tuple[int, Any]] = []  # (env, layers updated) of the Python steps
         reset_infos: dict[int, dict[str, Any]] = {}
-        for i in np.flatnonzero(~batched).tolist():
+        for i in [] if everyone else np.flatnonzero(~batched).tolist():
             if self._autoreset[i]:
                 self._observations[i], reset_infos[i] = envs[i].reset()
                 kernel.attach(i)

@@ -105,6 +105,8 @@ struct EnvState {
     started: u32,
     reward: f64,
     unmodelled: Option<PyObject>,
+    /// `request`'s list of the layers whose update starts, kept between steps (empty).
+    starting: Vec<(usize, Vec<KnobIndex>)>,
 }
 
 /// Several envs of one id, stepped together by the kernel (one env: the single env's
@@ -212,7 +214,7 @@ impl EnvBatch {
         } else {
             13 + specs.len()
         };
-        if obs_len != expected || latency >= N_METRICS || specs.len() > 32 {
+        if obs_len != expected || latency >= N_METRICS || specs.len() > 32 || n_layers > 32 {
             return value_error("the observation does not fit the env");
         }
         Ok(EnvBatch {
@@ -332,6 +334,7 @@ impl EnvBatch {
             started: 0,
             reward: 0.0,
             unmodelled: None,
+            starting: Vec::new(),
         });
         Ok(())
     }
@@ -487,32 +490,50 @@ impl EnvBatch {
         {
             return value_error("a buffer of the wrong size, or read-only");
         }
-        let actions = actions.to_vec(py)?;
-        let active = active.to_vec(py)?;
-        let mut news = Vec::with_capacity(n);
+        let contiguous = [
+            obs.is_c_contiguous(),
+            rewards.is_c_contiguous(),
+            truncated.is_c_contiguous(),
+            metrics.is_c_contiguous(),
+            info.is_c_contiguous(),
+            knobs.is_c_contiguous(),
+            times.is_c_contiguous(),
+            active.is_c_contiguous(),
+        ];
+        if contiguous.iter().any(|&c| !c) {
+            return value_error("a buffer that is not C-contiguous");
+        }
+        // The buffers are read and written in place (no copies in and out): they are
+        // C-contiguous, of the checked sizes and distinct arrays (KernelBatch's own).
+        let actions = unsafe { as_slice(&actions) };
+        let active = unsafe { as_slice(&active) };
+        let mut news = vec![0usize; n * k];
         for (e, env) in self.envs.iter().enumerate() {
             if active[e] == 0 {
-                news.push(None);
                 continue;
             }
             let Some(env) = env else {
                 return value_error("an active env is not attached");
             };
-            news.push(Some(decode(
+            decode_into(
                 spec,
                 &env.knobs,
                 &actions[e * k..(e + 1) * k],
-            )?));
+                &mut news[e * k..(e + 1) * k],
+            )?;
         }
-        let mut o = obs.to_vec(py)?;
-        let mut r = rewards.to_vec(py)?;
-        let mut tr = truncated.to_vec(py)?;
-        let mut m = metrics.to_vec(py)?;
-        let mut inf = info.to_vec(py)?;
-        let mut kn = knobs.to_vec(py)?;
-        let mut ti = times.to_vec(py)?;
-        for (e, new) in news.iter().enumerate() {
-            let Some(new) = new else { continue };
+        let o = unsafe { as_slice_mut(&obs) };
+        let r = unsafe { as_slice_mut(&rewards) };
+        let tr = unsafe { as_slice_mut(&truncated) };
+        let m = unsafe { as_slice_mut(&metrics) };
+        let inf = unsafe { as_slice_mut(&info) };
+        let kn = unsafe { as_slice_mut(&knobs) };
+        let ti = unsafe { as_slice_mut(&times) };
+        for e in 0..n {
+            if active[e] == 0 {
+                continue;
+            }
+            let new = &news[e * k..(e + 1) * k];
             let env = self.envs[e].as_mut().expect("checked");
             step_env(py, spec, env, new)?;
             let row = &mut o[e * spec.obs_len..(e + 1) * spec.obs_len];
@@ -547,13 +568,6 @@ impl EnvBatch {
                 };
             }
         }
-        obs.copy_from_slice(py, &o)?;
-        rewards.copy_from_slice(py, &r)?;
-        truncated.copy_from_slice(py, &tr)?;
-        metrics.copy_from_slice(py, &m)?;
-        info.copy_from_slice(py, &inf)?;
-        knobs.copy_from_slice(py, &kn)?;
-        times.copy_from_slice(py, &ti)?;
         Ok(())
     }
 
@@ -619,15 +633,38 @@ fn op_of((kind, index, count, limit, size): OpState) -> PyResult<Op> {
 
 /// The knob indices `action` moves to from `current` (`ActionCodec.decode_indices`).
 fn decode(spec: &Spec, current: &[usize], action: &[i64]) -> PyResult<Vec<usize>> {
-    let mut out = Vec::with_capacity(action.len());
-    for ((knob, &i), &x) in spec.knobs.iter().zip(current).zip(action) {
+    let mut out = vec![0; action.len()];
+    decode_into(spec, current, action, &mut out)?;
+    Ok(out)
+}
+
+/// `decode` into `out` (one entry per knob).
+fn decode_into(spec: &Spec, current: &[usize], action: &[i64], out: &mut [usize]) -> PyResult<()> {
+    for (((knob, &i), &x), o) in spec.knobs.iter().zip(current).zip(action).zip(out) {
         let moves = &knob.moves[i];
         if x < 0 || x as usize >= moves.len() {
             return value_error("an action entry out of range");
         }
-        out.push(moves[x as usize]);
+        *o = moves[x as usize];
     }
-    Ok(out)
+    Ok(())
+}
+
+/// A C-contiguous buffer's items, read in place.
+///
+/// # Safety
+/// The buffer is C-contiguous and nothing writes to it while the slice lives.
+unsafe fn as_slice<T: pyo3::buffer::Element>(buffer: &PyBuffer<T>) -> &[T] {
+    std::slice::from_raw_parts(buffer.buf_ptr() as *const T, buffer.item_count())
+}
+
+/// A C-contiguous writable buffer's items, written in place.
+///
+/// # Safety
+/// The buffer is C-contiguous, writable, and no other slice of its memory lives.
+#[allow(clippy::mut_from_ref)]
+unsafe fn as_slice_mut<T: pyo3::buffer::Element>(buffer: &PyBuffer<T>) -> &mut [T] {
+    std::slice::from_raw_parts_mut(buffer.buf_ptr() as *mut T, buffer.item_count())
 }
 
 /// Make `op` in the core as `Twin.set_property` does through the knob handlers (the
@@ -659,20 +696,23 @@ fn apply_op(core: &mut Core, op: &Op) -> (Option<usize>, Option<usize>) {
 /// One env's step, up to its observation.
 fn step_env(py: Python<'_>, spec: &Spec, env: &mut EnvState, new: &[usize]) -> PyResult<()> {
     let step = env.rows.len() as u32;
-    let mut changes: Vec<KnobIndex> = Vec::new();
+    let mut buffer = [(0usize, 0usize); 32]; // at most 32 knobs (EnvBatch::new)
+    let mut count = 0;
     for (j, (&i, &was)) in new.iter().zip(&env.knobs).enumerate() {
         if i != was {
-            changes.push((j, i));
+            buffer[count] = (j, i);
+            count += 1;
         }
     }
+    let changes = &buffer[..count];
     let bound = env.core.bind(py);
     let mut core = bound.borrow_mut();
     env.started = 0;
     if !changes.is_empty() {
         if spec.asynchronous {
-            request(spec, env, &mut core, &changes);
+            request(spec, env, &mut core, changes);
         } else {
-            for &(j, i) in &changes {
+            for &(j, i) in changes {
                 apply_op(&mut core, &env.ops[j][i]);
                 env.requested[j] = i;
                 env.applied[j] = i;
@@ -684,8 +724,10 @@ fn step_env(py: Python<'_>, spec: &Spec, env: &mut EnvState, new: &[usize]) -> P
     env.knobs.copy_from_slice(new);
     let metrics = core.advance_metrics(py, spec.step_seconds)?;
     if !core.completions.is_empty() {
-        let done = std::mem::take(&mut core.completions);
+        let mut done = std::mem::take(&mut core.completions);
         completed(env, &done)?;
+        done.clear();
+        core.completions = done; // its room kept for the next completions
     }
     core.scaled.clear(); // the HPAs' changes: the Python side replays them on a rebuild
     drop(core);
@@ -700,8 +742,8 @@ fn step_env(py: Python<'_>, spec: &Spec, env: &mut EnvState, new: &[usize]) -> P
 /// `FastTwin.request` (the layer queue's `request`, then `_start_update` of each update
 /// that starts and `set_queued` of each layer whose changes wait).
 fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobIndex]) {
-    let mut starting: Vec<(usize, Vec<KnobIndex>)> = Vec::new();
-    let mut waiting_layers: Vec<usize> = Vec::new();
+    let mut starting = std::mem::take(&mut env.starting); // empty, with room
+    let mut waiting_layers = 0u32; // a bit per layer (at most 32: EnvBatch::new)
     for &(j, i) in changes {
         env.requested[j] = i;
         let layer = spec.knobs[j].layer;
@@ -728,7 +770,7 @@ fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobInde
                 env.queued_since[layer] = env.serials;
                 env.serials += 1;
             }
-            contains_or_push(&mut waiting_layers, layer);
+            waiting_layers |= 1 << layer;
         } else if let Some(entry) = starting.iter_mut().find(|s| s.0 == layer) {
             entry.1.push((j, i));
         } else {
@@ -736,7 +778,7 @@ fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobInde
         }
     }
     let t = core.t;
-    for (layer, layer_changes) in starting {
+    for (layer, layer_changes) in starting.drain(..) {
         let mut pools = Vec::new();
         let mut workloads = Vec::new();
         for &(j, i) in &layer_changes {
@@ -768,22 +810,22 @@ fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobInde
         env.serials += 1;
         env.started |= 1 << layer;
     }
-    for layer in waiting_layers {
+    env.starting = starting;
+    // Each layer's queued ops are its own: the order the layers are visited is immaterial.
+    for layer in (0..spec.n_layers).filter(|l| waiting_layers >> l & 1 == 1) {
         let lid = env.layer_ids[layer] as usize;
         if core.queued.len() <= lid {
             core.queued.resize(lid + 1, None);
         }
         let waiting = &env.queued[layer];
-        core.queued[lid] = if waiting.is_empty() {
-            None
+        if waiting.is_empty() {
+            core.queued[lid] = None;
         } else {
-            Some(
-                waiting
-                    .iter()
-                    .map(|&(j, i)| env.ops[j][i].clone())
-                    .collect(),
-            )
-        };
+            // The layer's Vec of ops refilled (no new allocation while it has room).
+            let ops = core.queued[lid].get_or_insert_with(Vec::new);
+            ops.clear();
+            ops.extend(waiting.iter().map(|&(j, i)| env.ops[j][i].clone()));
+        }
     }
 }
 

@@ -148,15 +148,50 @@ struct TraceIndex {
     cum: Vec<f64>,
     period: f64,
     per_period: f64,
+    /// The last `bisect_right` answer: the next lookup gallops forward from there (a
+    /// step's pieces move forward through the trace), not a search of the whole trace.
+    hint: usize,
+    /// The last `looped` time and its value: a piece starts where the last one ended.
+    last: Option<(f64, f64)>,
 }
 
 /// The trace data `Twin` sends: (times, rates, cumulative, period, per period).
 type TraceState = (Vec<f64>, Vec<f64>, Vec<f64>, f64, f64);
 
 impl TraceIndex {
+    /// `bisect_right(times, t)` (`partition_point`'s answer: the first `i` with
+    /// `!(times[i] <= t)`, else the length), galloping forward from the last answer when
+    /// `t` is at or past it, else by a search of the whole trace.
+    fn bisect_right(&mut self, t: f64) -> usize {
+        let times = &self.times;
+        let n = times.len();
+        let h = self.hint;
+        let i = if h <= n && (h == 0 || times[h - 1] <= t) {
+            // Every index below `low` has times <= t; probe low, low+1, low+3, low+7, ...
+            let mut low = h;
+            let mut step = 1;
+            loop {
+                let probe = low + step - 1;
+                if probe >= n {
+                    break low + times[low..].partition_point(|&x| x <= t);
+                }
+                if times[probe] <= t {
+                    low = probe + 1;
+                    step *= 2;
+                } else {
+                    break low + times[low..probe].partition_point(|&x| x <= t);
+                }
+            }
+        } else {
+            times.partition_point(|&x| x <= t)
+        };
+        self.hint = i;
+        i
+    }
+
     /// `_TraceIndex.cumulative`.
-    fn cumulative(&self, t: f64) -> f64 {
-        let i = self.times.partition_point(|&x| x <= t); // bisect_right
+    fn cumulative(&mut self, t: f64) -> f64 {
+        let i = self.bisect_right(t); // bisect_right
         if i == 0 {
             return self.rates[0] * (t - self.times[0]);
         }
@@ -165,12 +200,20 @@ impl TraceIndex {
     }
 
     /// `_TraceIndex.looped`.
-    fn looped(&self, t: f64) -> f64 {
-        if self.period == 0.0 {
-            return self.cumulative(t);
+    fn looped(&mut self, t: f64) -> f64 {
+        if let Some((at, value)) = self.last {
+            if at.to_bits() == t.to_bits() {
+                return value; // the same time as the last call: the same value
+            }
         }
-        let (k, r) = py_divmod(t - self.times[0], self.period);
-        k * self.per_period + self.cumulative(self.times[0] + r)
+        let value = if self.period == 0.0 {
+            self.cumulative(t)
+        } else {
+            let (k, r) = py_divmod(t - self.times[0], self.period);
+            k * self.per_period + self.cumulative(self.times[0] + r)
+        };
+        self.last = Some((t, value));
+        value
     }
 }
 
@@ -248,6 +291,8 @@ impl Schedule {
                     cum,
                     period,
                     per_period,
+                    hint: 0,
+                    last: None,
                 })
             }
             (kind, p, _) => Self::closed_form(kind, p),
@@ -287,7 +332,7 @@ impl Schedule {
     }
 
     /// `Schedule.mean_rate` over `[t0, t1)`.
-    fn mean_rate(&self, py: Python<'_>, t0: f64, t1: f64) -> PyResult<f64> {
+    fn mean_rate(&mut self, py: Python<'_>, t0: f64, t1: f64) -> PyResult<f64> {
         if matches!(self.arrivals, Arrivals::Python) || t1 <= t0 {
             return self.mean_rate.call1(py, (t0, t1))?.extract::<f64>(py);
         }
@@ -299,7 +344,7 @@ impl Schedule {
         Ok(self.integral(t0, end) / (t1 - t0))
     }
 
-    fn integral(&self, t0: f64, t1: f64) -> f64 {
+    fn integral(&mut self, t0: f64, t1: f64) -> f64 {
         match self.arrivals {
             Arrivals::Constant { rate } => rate * (t1 - t0),
             Arrivals::Ramp {
@@ -346,7 +391,12 @@ impl Schedule {
                 }
                 total
             }
-            Arrivals::Trace(ref index) => index.looped(t1) - index.looped(t0),
+            Arrivals::Trace(ref mut index) => {
+                // looped(t0) first: it is the last piece's looped(t1), kept (pure, so the
+                // order of the two calls does not change the difference).
+                let start = index.looped(t0);
+                index.looped(t1) - start
+            }
             Arrivals::Python => unreachable!("mean_rate calls Python for these"),
         }
     }
@@ -608,7 +658,28 @@ impl Ord for Slot {
 }
 
 /// Python's `round(x, 3)`: correctly rounded to three decimals, half to even.
+///
+/// Python rounds the exact value of `x` to an integer number of thousandths `q` and
+/// returns the double nearest `q / 1000`, which is what IEEE division of the integer
+/// `q` by 1000 gives. `x * 1000` is within half an ulp of the exact product, so its
+/// nearest integer is `q` unless it lies within an ulp or so of a half: then (and for
+/// huge or non-finite `x`) the exact decimal formatting decides.
 fn round3(x: f64) -> f64 {
+    let p = x * 1000.0;
+    if p.abs() < 4.5e15 {
+        let floor = p.floor();
+        let frac = p - floor;
+        let ulp = f64::from_bits(p.abs().to_bits() + 1) - p.abs();
+        if (frac - 0.5).abs() > 4.0 * ulp + 1e-15 {
+            let q = if frac < 0.5 { floor } else { floor + 1.0 };
+            // The sign of a zero as Python gives it: round(-0.0001, 3) is -0.0.
+            return if q == 0.0 {
+                0.0f64.copysign(x)
+            } else {
+                q / 1000.0
+            };
+        }
+    }
     format!("{x:.3}").parse().unwrap_or(x)
 }
 
@@ -828,6 +899,33 @@ struct Core {
     acc: Accumulator,
     rng: Option<PyRandom>,
     metric_names: Vec<Shared<PyString>>,
+    /// `serving_plan`'s working lists, kept between plans (no allocation per plan).
+    scratch: Scratch,
+}
+
+/// Working lists of `Core::serving_plan`, cleared and refilled by each plan.
+#[derive(Clone, Default)]
+struct Scratch {
+    /// (workload, node, count) of the Ready heater batches.
+    heater_ready: Vec<(usize, usize, i64)>,
+    /// (node, heater pods, their requests) of the nodes with Ready heater pods.
+    per_node: Vec<(usize, i64, f64)>,
+    /// `schedule_with`'s Pending batches, open nodes and new bound batches.
+    pending: Vec<usize>,
+    heap: BinaryHeap<Slot>,
+    placed: Vec<Batch>,
+    /// `settle_updates`' layers in flight.
+    layers: Vec<u32>,
+}
+
+impl Clone for Slot {
+    fn clone(&self) -> Self {
+        Slot {
+            key: self.key,
+            order: self.order,
+            node: self.node,
+        }
+    }
 }
 
 #[pymethods]
@@ -978,6 +1076,7 @@ impl Core {
             acc: Accumulator::default(),
             rng,
             metric_names: metric_names.into_iter().map(Shared).collect(),
+            scratch: Scratch::default(),
         };
         core.refresh_nodes(t);
         core.sched_dirty = sched_dirty;
@@ -1702,8 +1801,10 @@ impl Core {
     /// them; whether a queued update started (the world changed: plan again).
     fn settle_updates(&mut self, t: f64) -> bool {
         let mut started = false;
-        let layers: Vec<u32> = self.updates.iter().map(|u| u.layer).collect();
-        for layer in layers {
+        let mut layers = std::mem::take(&mut self.scratch.layers);
+        layers.clear();
+        layers.extend(self.updates.iter().map(|u| u.layer));
+        for &layer in &layers {
             let i = self
                 .updates
                 .iter()
@@ -1723,6 +1824,7 @@ impl Core {
             self.completions.push((layer, t, !converged, next));
             started |= next;
         }
+        self.scratch.layers = layers;
         started
     }
 
@@ -1994,16 +2096,19 @@ impl Core {
     /// `Twin._schedule`: bind Pending pods to Ready nodes, Ready `startup` s later.
     fn schedule_with(&mut self, t: f64, startup: f64) {
         self.sched_dirty = false;
+        // The working lists kept between calls (cleared here: no allocation per call).
+        let mut pending = std::mem::take(&mut self.scratch.pending);
+        let mut heap = std::mem::take(&mut self.scratch.heap);
+        let mut placed = std::mem::take(&mut self.scratch.placed);
         for wi in 0..self.workloads.len() {
             let w = &self.workloads[wi];
-            let pending: Vec<usize> = (0..w.batches.len())
-                .filter(|&i| w.batches[i].node.is_none())
-                .collect();
+            pending.clear();
+            pending.extend((0..w.batches.len()).filter(|&i| w.batches[i].node.is_none()));
             if pending.is_empty() {
                 continue;
             }
             let (cpu_req, mem_req) = (w.cpu_request, w.memory_request);
-            let mut heap = BinaryHeap::new();
+            heap.clear();
             for (i, &id) in self.ready.iter().enumerate() {
                 let n = &self.nodes[id];
                 if !w.pool_ok[n.pool] {
@@ -2024,7 +2129,7 @@ impl Core {
                 continue;
             }
             let ready_at = t + startup;
-            let mut placed: Vec<Batch> = Vec::new();
+            placed.clear();
             let w = &mut self.workloads[wi];
             for &bi in &pending {
                 while w.batches[bi].count != 0 {
@@ -2063,8 +2168,11 @@ impl Core {
                 }
             }
             w.batches.retain(|b| b.count != 0);
-            w.batches.extend(placed);
+            w.batches.append(&mut placed);
         }
+        self.scratch.pending = pending;
+        self.scratch.heap = heap;
+        self.scratch.placed = placed;
     }
 
     fn plan(&mut self, t: f64) -> f64 {
@@ -2125,14 +2233,27 @@ impl Core {
     }
 
     fn serving_plan(&mut self, t: f64) -> Plan {
-        let mut plan = Plan::default();
+        // The last plan's lists refilled, and the working lists kept in `scratch`.
+        let mut plan = Plan {
+            groups: std::mem::take(&mut self.current.groups),
+            schedules: std::mem::take(&mut self.current.schedules),
+            ..Plan::default()
+        };
+        plan.groups.clear();
+        plan.schedules.clear();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.heater_ready.clear();
+        scratch.per_node.clear();
+        let Scratch {
+            heater_ready,
+            per_node,
+            ..
+        } = &mut scratch;
         let (mut pending, mut desired, mut ready_total) = (0i64, 0i64, 0i64);
         let mut starting = 0i64;
         let (mut requested, mut limit) = (0.0f64, 0.0f64);
         let mut next_event = INF;
         let since = self.planned_at;
-        let mut heater_ready: Vec<(usize, usize, i64)> = Vec::new(); // (workload, node, count)
-        let mut per_node: Vec<(usize, i64, f64)> = Vec::new(); // (node, heater pods, requests)
         for (wi, w) in self.workloads.iter_mut().enumerate() {
             let done_at = w.rollout_done_at;
             if done_at <= t {
@@ -2186,7 +2307,7 @@ impl Core {
                 plan.database_ready = ready > 0;
             }
         }
-        for (wi, node, count) in heater_ready {
+        for &(wi, node, count) in heater_ready.iter() {
             let w = &self.workloads[wi];
             let cores = w.prev_cores.unwrap_or_else(|| w.cores_per_pod());
             let work = w.work.expect("a heater has work");
@@ -2229,6 +2350,7 @@ impl Core {
         plan.nodes_ready = self.ready.len();
         plan.hourly = self.hourly;
         plan.next_pod_event = next_event;
+        self.scratch = scratch;
         plan
     }
 
@@ -2239,7 +2361,7 @@ impl Core {
         for &wi in &plan.schedules {
             let schedule = self.workloads[wi]
                 .schedule
-                .as_ref()
+                .as_mut()
                 .expect("a siege schedule");
             lam += schedule.mean_rate(py, a, b)?;
         }

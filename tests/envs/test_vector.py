@@ -145,3 +145,26 @@ def test_a_vector_env_copies(how):
         runs.append(steps)
         one.close()
     assert runs[0] == runs[1]
+
+
+def test_masks_are_shared_read_only_only_when_nothing_adds_to_the_infos():
+    """A step the kernel took for every env shares one read-only mask among its keys; a
+    step with resets gives each key a writable mask (``_add_info`` writes into them)."""
+    vec = gym.make_vec(
+        "SimpleK8sWebApp-v1", num_envs=2, vectorization_mode="vector_entry_point",
+        max_episode_steps=2,
+    )  # fmt: skip
+    vec.reset(seed=0)
+    vec.action_space.seed(0)
+    *_, infos = vec.step(vec.action_space.sample())
+    assert infos["_metrics"] is infos["_time_s"]
+    assert not infos["_metrics"].flags.writeable
+    assert infos["_metrics"].tolist() == [True, True]
+    metrics = infos["metrics"]["offered_rate"]
+    assert metrics.flags.writeable and metrics.base is not None  # a row of a fresh block
+    *_, truncs, infos = vec.step(vec.action_space.sample())
+    assert truncs.all()
+    *_, infos = vec.step(vec.action_space.sample())  # both envs reset by this step
+    assert infos["_metrics"] is not infos["_time_s"]
+    assert all(infos[key].flags.writeable for key in infos if key.startswith("_"))
+    vec.close()
