@@ -34,7 +34,7 @@ import numpy as np
 
 from infragym.envs.rewards import CostPenalty, ErrorPenalty, RewardSum, SloAttainment
 from infragym.twin import twin as twin_module
-from infragym.twin.twin import METRIC_NAMES, ReferenceNeeded, Twin
+from infragym.twin.twin import METRIC_NAMES, Twin, UncommonKnob
 from infragym.updates import LayerQueue, Update
 
 _NOT_APPLICABLE = False
@@ -300,7 +300,7 @@ def attach(env: Any, batch: Any, index: int, flags: np.ndarray | None = None) ->
         return False
     try:
         _hand_over(env, batch, index, twin, flags)
-    except ReferenceNeeded:
+    except UncommonKnob:
         return False
     return True
 

@@ -85,11 +85,8 @@ advance, ``("set", key, path, value)``, ``("request", changes)``, ``("deployed",
 ``("schedule", key, schedule)`` or ``("reseed", seed)``."""
 
 
-class ReferenceNeeded(Exception):
-    """Not one of the common knobs (:meth:`Twin._core_op`): the general path makes it.
-
-    (The name dates from when such changes went to the Python twin; that twin is retired.)
-    """
+class UncommonKnob(Exception):
+    """Not one of the common knobs (:meth:`Twin._core_op`): the general path makes it."""
 
 
 def core_module() -> Any | None:
@@ -881,7 +878,7 @@ class Twin:
                 try:
                     ops.append(self._core_op(change))
                     continue
-                except ReferenceNeeded:  # not a common knob: re-read the resource
+                except UncommonKnob:  # not a common knob: re-read the resource
                     base = self._record(*key)
                     record = ResourceRecord(
                         base.layer, base.type, base.name, copy.deepcopy(base.inputs)
@@ -905,7 +902,7 @@ class Twin:
         """A common knob's change as the core makes it: (kind, index, count, limit, size).
 
         Raises:
-            ReferenceNeeded: Not one of the common knobs (replicas, a pod's CPU limit, a
+            UncommonKnob: Not one of the common knobs (replicas, a pod's CPU limit, a
                 fixed pool's node count or size): the general path makes it.
             ConfigError: A value the twin cannot model.
         """
@@ -930,13 +927,13 @@ class Twin:
             raise
         except Exception as exc:
             raise ConfigError(f"{type_token} {knob.resource!r} {path}: {exc}") from None
-        raise ReferenceNeeded(f"{type_token} {knob.resource!r} {path}")
+        raise UncommonKnob(f"{type_token} {knob.resource!r} {path}")
 
     def _common(self, change: Change) -> tuple | None:
         """The op of ``change`` if it is one of the common knobs (see :meth:`_core_op`)."""
         try:
             return self._core_op(change)
-        except ReferenceNeeded:
+        except UncommonKnob:
             return None
 
     def _completed(self, done: list[tuple[int, float, bool, bool]]) -> None:

@@ -1,11 +1,11 @@
 //! The env kernel: whole SimpleK8sWebApp steps (v1's asynchronous actuation, v0's
 //! immediate one) for a batch of envs on the sim backend, one call from Python per step.
 //!
-//! A step of one env is what `SimpleK8sWebAppEnv.step` does on a `FastTwin`, in the same
+//! A step of one env is what `SimpleK8sWebAppEnv.step` does on a `Twin`, in the same
 //! order of floating-point operations: the action's knob indices (the codec's move
 //! tables), the knob changes (the layer queue of `infragym/updates.py` and
-//! `FastTwin.request`/`_start_update` for asynchronous actuation, `Twin.set_property` for
-//! immediate), the core's advance, the completions of layer updates (`FastTwin._completed`
+//! `Twin.request`/`_start_update` for asynchronous actuation, `Twin.set_property` for
+//! immediate), the core's advance, the completions of layer updates (`Twin._completed`
 //! on the queue), the observation (scales, clipping, NaN → 0), the default reward and the
 //! truncation. Python precomputes the knobs' core ops from the env's tables
 //! (`infragym/envs/kernel.py`), hands each env's state over at reset, and rebuilds the
@@ -79,9 +79,9 @@ struct InFlight {
 /// One env's state beside its core.
 struct EnvState {
     core: Py<Core>,
-    /// Per knob, the core op that sets it to each domain index (`FastTwin._core_op`).
+    /// Per knob, the core op that sets it to each domain index (`Twin._core_op`).
     ops: Vec<Vec<Op>>,
-    /// Kernel layer → the core's layer id (`FastTwin._layer_id`).
+    /// Kernel layer → the core's layer id (`Twin._layer_id`).
     layer_ids: Vec<u32>,
     knobs: Vec<usize>,
     requested: Vec<usize>,
@@ -246,7 +246,7 @@ impl EnvBatch {
     }
 
     /// Hand env `i` over: its core, per knob the core op of each domain index
-    /// (`FastTwin._core_op`'s tuples), the core's id of each kernel layer, its knob indices,
+    /// (`Twin._core_op`'s tuples), the core's id of each kernel layer, its knob indices,
     /// its layer queue (requested and applied indices, per layer the update in flight (its
     /// rank among those in flight, its start, its changes) and the changes waiting (with
     /// the rank of the layer among those with changes waiting, plus the layers)), its step count and limit, the offered load of its steps so
@@ -739,7 +739,7 @@ fn step_env(py: Python<'_>, spec: &Spec, env: &mut EnvState, new: &[usize]) -> P
     Ok(())
 }
 
-/// `FastTwin.request` (the layer queue's `request`, then `_start_update` of each update
+/// `Twin.request` (the layer queue's `request`, then `_start_update` of each update
 /// that starts and `set_queued` of each layer whose changes wait).
 fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobIndex]) {
     let mut starting = std::mem::take(&mut env.starting); // empty, with room
@@ -829,7 +829,7 @@ fn request(spec: &Spec, env: &mut EnvState, core: &mut Core, changes: &[KnobInde
     }
 }
 
-/// `FastTwin._completed` on the kernel's queue: each completed update's changes are
+/// `Twin._completed` on the kernel's queue: each completed update's changes are
 /// applied, and the layer's queued update (which the core started) is in flight.
 fn completed(env: &mut EnvState, done: &[(u32, f64, bool, bool)]) -> PyResult<()> {
     for &(lid, t, _, started) in done {

@@ -38,7 +38,7 @@ use std::collections::BinaryHeap;
 mod kernel;
 
 const INF: f64 = f64::INFINITY;
-/// The metrics `Core::advance` returns (`infragym.twin.fast.METRIC_NAMES`).
+/// The metrics `Core::advance` returns (`infragym.twin.twin.METRIC_NAMES`).
 const N_METRICS: usize = 16;
 
 const ROLE_HEATER: u8 = 1;

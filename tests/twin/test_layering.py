@@ -50,7 +50,7 @@ def test_no_twin_module_imports_a_backend():
 
 def test_importing_the_twin_loads_no_backend():
     code = (
-        "import sys, infragym.twin.twin, infragym.twin.fast; "
+        "import sys, infragym.twin.twin; "
         "print(sorted(m for m in sys.modules if m.startswith('infragym.backends')))"
     )
     out = subprocess.run(
