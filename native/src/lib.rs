@@ -1379,6 +1379,19 @@ impl Accumulator {
         self.p95 *= f;
         self.p99 *= f;
     }
+
+    /// Add `n` requests of a group of pods, a share `fail` of them failed, each served
+    /// one using `cpu_s` CPU seconds, at the group's latency quantiles.
+    fn add(&mut self, n: f64, fail: f64, cpu_s: f64, (p50, p95, p99): (f64, f64, f64)) {
+        let served = n * (1.0 - fail);
+        self.answered += n;
+        self.failed += n - served;
+        self.served += served;
+        self.busy_cpu += served * cpu_s;
+        self.p50 += p50 * served;
+        self.p95 += p95 * served;
+        self.p99 += p99 * served;
+    }
 }
 
 impl Core {
@@ -2426,15 +2439,7 @@ impl Core {
                     .call1(py, (c, mu, lam_pod, work.scv, work.timeout))?
                     .extract::<(f64, f64, f64, f64)>(py)?
             };
-            let n = lam_pod * dt * count as f64;
-            let served = n * (1.0 - fail);
-            acc.answered += n;
-            acc.failed += n - served;
-            acc.served += served;
-            acc.busy_cpu += served * cpu_s;
-            acc.p50 += p50 * served;
-            acc.p95 += p95 * served;
-            acc.p99 += p99 * served;
+            acc.add(lam_pod * dt * count as f64, fail, cpu_s, (p50, p95, p99));
         }
         if !database_groups.is_empty() {
             self.serve_with_database(py, &database_groups, lam_pod, dt)?;
@@ -2519,15 +2524,7 @@ impl Core {
             let (p50, p95, p99, fail): (f64, f64, f64, f64) = pod_latency
                 .call1(py, (c, mu, lam_pod, scv_total, timeout))?
                 .extract(py)?;
-            let n = lam_pod * dt * count as f64;
-            let served = n * (1.0 - fail);
-            acc.answered += n;
-            acc.failed += n - served;
-            acc.served += served;
-            acc.busy_cpu += served * cpu_s;
-            acc.p50 += p50 * served;
-            acc.p95 += p95 * served;
-            acc.p99 += p99 * served;
+            acc.add(lam_pod * dt * count as f64, fail, cpu_s, (p50, p95, p99));
         }
         Ok(())
     }
