@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -266,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dir")
     parser.add_argument("delay", type=float)
     args = parser.parse_args(argv)
+    # Started from a shell's background job, SIGINT arrives ignored: this run is there to
+    # be interrupted, so Ctrl-C must raise KeyboardInterrupt as in a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"PID {os.getpid()}", flush=True)
     register_test_layers()
     backend = PulumiBackend(args.deployment, args.state_url, keep=True, progress=False)

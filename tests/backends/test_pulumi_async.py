@@ -292,6 +292,8 @@ def test_ctrl_c_while_advance_waits_lets_the_engine_finish(
     assert threading.current_thread() is threading.main_thread()
     b.apply([Change(dl.BASE_REPLICAS, 4)])
     b.step_wait = True
+    # A shell's background job starts with SIGINT ignored: Ctrl-C must raise here.
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     t0 = time.monotonic()
     timer.start()
@@ -300,6 +302,7 @@ def test_ctrl_c_while_advance_waits_lets_the_engine_finish(
             b.advance(60)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, handler)
         b.step_wait = False
     print(f"Ctrl-C handled in {time.monotonic() - t0:.2f} s")
     assert "stop after their in-flight operations" in caplog.text
