@@ -433,7 +433,7 @@ class PulumiBackend(Backend):
             asked = [n for n in measured if n not in own]
             if own and "nodes_ready" not in asked:
                 asked.append("nodes_ready")
-            values, _missing = source.instant(asked) if asked else ({}, [])
+            values, _missing = source.instant(asked)  # never empty: nodes_ready for own
             if own:
                 values.update(self._booting(values["nodes_ready"]))
         if "cost_hourly" in names:

@@ -472,10 +472,6 @@ class Twin:
         """USD per hour now: Ready nodes plus everything else in the graph."""
         return self._core.hourly_cost()
 
-    def updates_in_flight(self) -> dict[str, float]:
-        """Layer → seconds its update has been in flight."""
-        return {layer: self.t - u.started_at for layer, (u, *_) in self._updates.items()}
-
     def _record(self, type_token: str, name: str) -> ResourceRecord:
         try:
             return self.records[(type_token, name)]

@@ -363,33 +363,41 @@ def _state(twin: Twin) -> tuple:
     )  # fmt: skip
 
 
+_GENERIC_KNOBS = [
+    Knob(f"k{i}", name, t, name, p, IntRange(0, 9)) for i, (t, name, p, _) in enumerate(_GENERIC)
+]
+"""A knob (in its own layer) on each property of :data:`_GENERIC`."""
+
+
+def _request_one(twin: Twin, rng: random.Random) -> None:
+    """Request a random value of a random one of :data:`_GENERIC_KNOBS`."""
+    i = rng.randrange(len(_GENERIC_KNOBS))
+    twin.request([Change(_GENERIC_KNOBS[i], copy.deepcopy(rng.choice(_GENERIC[i][3])))])
+
+
+def _random_episode(twin: Twin, seed: int) -> list[tuple]:
+    """40 steps of random layer updates and, on some, changes made at once: the states."""
+    rng = random.Random(seed)
+    states = []
+    for _ in range(40):
+        _request_one(twin, rng)
+        if rng.random() < 0.3:
+            random_knob_changes(twin, rng)
+        twin.advance(30.0)
+        states.append(_state(twin))
+    return states
+
+
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
 def test_a_copy_runs_as_the_original_with_updates_waiting(how):
     rng = random.Random(5)
     twin = _everything(5, deployment_await_s=60.0)
-    knobs = [
-        Knob(f"k{i}", name, t, name, p, IntRange(0, 9))
-        for i, (t, name, p, _) in enumerate(_GENERIC)
-    ]
     for _ in range(30):
-        i = rng.randrange(len(knobs))
-        twin.request([Change(knobs[i], copy.deepcopy(rng.choice(_GENERIC[i][3])))])
+        _request_one(twin, rng)
         twin.advance(30.0)
     dup = copy.deepcopy(twin) if how == "deepcopy" else pickle.loads(pickle.dumps(twin))
     assert _state(dup) == _state(twin)
-    runs = []
-    for one in (twin, dup):
-        rng = random.Random(9)
-        states = []
-        for _ in range(40):
-            i = rng.randrange(len(knobs))
-            one.request([Change(knobs[i], copy.deepcopy(rng.choice(_GENERIC[i][3])))])
-            if rng.random() < 0.3:
-                random_knob_changes(one, rng)
-            one.advance(30.0)
-            states.append(_state(one))
-        runs.append(states)
-    assert runs[0] == runs[1]
+    assert _random_episode(twin, 9) == _random_episode(dup, 9)
 
 
 @pytest.mark.parametrize("noise", [True, False])
@@ -399,22 +407,9 @@ def test_a_respawn_runs_as_a_fresh_build(noise):
     twin share nothing that changes (each runs as if the others had not)."""
     kept = _everything(1, deployment_await_s=60.0, noise=noise)
     graph, params = kept._origin[0], kept.params
-    knobs = [
-        Knob(f"k{i}", name, t, name, p, IntRange(0, 9))
-        for i, (t, name, p, _) in enumerate(_GENERIC)
-    ]
 
     def episode(twin: Twin) -> list[tuple]:
-        rng = random.Random(4)
-        states = []
-        for _ in range(40):
-            i = rng.randrange(len(knobs))
-            twin.request([Change(knobs[i], copy.deepcopy(rng.choice(_GENERIC[i][3])))])
-            if rng.random() < 0.3:
-                random_knob_changes(twin, rng)
-            twin.advance(30.0)
-            states.append(_state(twin))
-        return states
+        return _random_episode(twin, 4)
 
     def declared(twin: Twin) -> tuple:
         """The declared objects and the inputs, field by field."""
